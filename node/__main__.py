@@ -1,0 +1,57 @@
+"""``blobstore-node``: command line -> NodeConfig -> trio.run(Node.run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import trio
+
+from node.config import load_config
+from node.errors import ConfigError
+from node.logs import configure
+from node.node import Node
+
+log = logging.getLogger("node")
+
+
+async def _watch_signals(node: Node) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("signal received: leaving gracefully",
+                     extra={"signal": signal.Signals(signum).name})
+            node.stop()
+
+
+async def _run(node: Node) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, node)
+        try:
+            await node.run()
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        print(f"blobstore-node: {exc}", file=sys.stderr)
+        return 2
+    configure(config.log_level)
+    node = Node(config)
+    failed: list[ConfigError] = []
+    try:
+        trio.run(_run, node)
+    except* ConfigError as group:
+        failed.extend(e for e in group.exceptions if isinstance(e, ConfigError))
+    if failed:
+        print(f"blobstore-node: {failed[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

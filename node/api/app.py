@@ -1,0 +1,142 @@
+"""The Quart-Trio application of one node.
+
+``create_app(services)`` builds a fresh app per node (never a module global), so
+several nodes can run in one process. Every route goes through ``endpoint``,
+which owns what all routes share: a request id, error mapping, metrics.
+
+Upload backpressure: Quart's ASGI loop moves body data from hypercorn's
+bounded queue into an unbounded buffer as fast as the network delivers it, so a
+fast client and a slow disk would pile a whole blob up in memory.
+``_BackpressureConnection`` stops pulling from hypercorn while the buffer holds
+more than ``BODY_HIGH_WATER`` bytes; hypercorn then stops reading the socket
+and TCP slows the client down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable
+from quart import Response, current_app, request
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import HTTPException
+
+from node.api.errors import domain_error, error_response, internal_error_response
+from node.errors import BlobstoreError, InvalidRequest, MethodNotAllowed, NotFound
+from node.services import Services
+
+BODY_HIGH_WATER = 1024 * 1024
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+log = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+class _BackpressureBody(TrioBody):
+    def __init__(self, expected_content_length: int | None,
+                 max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self._drained = trio.Event()
+
+    async def __anext__(self) -> bytes:
+        data = await super().__anext__()
+        self._drained.set()
+        return data
+
+    async def wait_below_high_water(self) -> None:
+        while len(self._data) > BODY_HIGH_WATER and self._must_raise is None:
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+
+class _BackpressureRequest(TrioRequest):
+    body_class = _BackpressureBody
+
+
+class _BackpressureConnection(TrioASGIHTTPConnection):
+    async def handle_messages(self, nursery: trio.Nursery, request: Any,  # type: ignore[override]
+                              receive: ASGIReceiveCallable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                request.body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    request.body.set_complete()
+                await request.body.wait_below_high_water()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
+class BlobApp(QuartTrio):
+    asgi_http_class = _BackpressureConnection  # type: ignore[assignment]
+    request_class = _BackpressureRequest
+
+    def __init__(self, services: Services) -> None:
+        super().__init__("blobstore")
+        self.services = services
+        self.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None,
+                           PROVIDE_AUTOMATIC_OPTIONS=False)
+
+
+def endpoint(name: str) -> Callable[[Handler], Handler]:
+    """Wrap a route: request id, JSON errors, metrics by route, method and status."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Response:
+            svc: Services = current_app.services  # type: ignore[attr-defined]
+            rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+            token = request_id.set(rid)
+            started = trio.current_time()
+            head = request.method == "HEAD"
+            try:
+                response = await handler(svc, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the one place errors become answers
+                found = domain_error(exc)
+                response = (error_response(found, head=head) if found is not None
+                            else internal_error_response(exc, head=head))
+            finally:
+                request_id.reset(token)
+            response.headers["X-Request-Id"] = rid
+            svc.metrics.requests.labels(name, request.method, str(response.status_code)).inc()
+            svc.metrics.latency.labels(name, request.method).observe(
+                trio.current_time() - started)
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def create_app(services: Services) -> BlobApp:
+    from node.api import blobs, containers, ops, users
+
+    app = BlobApp(services)
+    for module in (users, containers, blobs, ops):
+        module.register(app)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        mapped: BlobstoreError
+        if exc.code == 404:
+            mapped = NotFound(f"no such endpoint: {request.path}")
+        elif exc.code == 405:
+            mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        elif exc.code is not None and exc.code < 500:
+            mapped = InvalidRequest(exc.description or "bad request")
+            mapped.status = exc.code
+        else:
+            mapped = BlobstoreError("internal error; see the node's log")
+        return error_response(mapped, head=request.method == "HEAD")
+
+    return app

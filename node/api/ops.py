@@ -1,0 +1,54 @@
+"""Operations: /health, /cluster and /metrics."""
+
+from __future__ import annotations
+
+from quart import Response
+
+from node.api.app import BlobApp, endpoint
+from node.api.auth import authenticate, require_admin
+from node.api.errors import json_response
+from node.services import Services
+
+
+def _status(svc: Services) -> str:
+    return "degraded" if svc.draining or svc.state.signing_key is None else "ok"
+
+
+@endpoint("health")
+async def health(svc: Services) -> Response:
+    status = svc.log.status()
+    return json_response({"node_id": svc.config.node_id, "status": _status(svc),
+                          "coordinator": status.leader,
+                          "members": len(svc.membership.alive())})
+
+
+@endpoint("cluster")
+async def cluster(svc: Services) -> Response:
+    require_admin(await authenticate(svc))
+    status = svc.log.status()
+    return json_response({
+        "node_id": svc.config.node_id,
+        "status": _status(svc),
+        "members": [m.to_json() for m in svc.membership.members],
+        "coordinator": {"node_id": status.leader, "term": status.term,
+                        "commit_index": status.commit_index},
+        "ring": {"epoch": svc.ring.epoch, "nodes": list(svc.ring.node_ids)},
+        "replicas": {"configured": svc.config.replicas,
+                     "effective": svc.config.effective_replicas},
+        "chunks": {"on_disk": svc.chunks.count, "bytes_on_disk": svc.chunks.bytes,
+                   "under_replicated": 0, "being_repaired": 0,
+                   "corrupt_found": svc.chunks.corrupt_found,
+                   "collected": svc.collector.collected_total},
+    })
+
+
+@endpoint("metrics")
+async def metrics(svc: Services) -> Response:
+    return Response(svc.metrics.render(), status=200,
+                    content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def register(app: BlobApp) -> None:
+    app.add_url_rule("/health", view_func=health, methods=["GET"])
+    app.add_url_rule("/cluster", view_func=cluster, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])

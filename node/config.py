@@ -1,0 +1,304 @@
+"""The node's one frozen configuration, and its strict loaders.
+
+Every setting has one name used three ways: a flag (``--chunk-size``), an
+environment variable (``BLOBSTORE_CHUNK_SIZE``) and a key of the TOML config
+file (``chunk_size``). Precedence: flags, then environment, then file, then the
+default. An unknown key, an unknown ``BLOBSTORE_*`` variable or a malformed
+value is a ``ConfigError`` naming the setting, so a misspelt setting never
+passes silently (hypercorn drops unknown keys; we do not).
+
+Secrets (``cluster_key``, ``admin_password``) are never flags, so they stay out
+of ``ps`` output and shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+SECONDS = 1.0
+MINUTES = 60 * SECONDS
+HOURS = 60 * MINUTES
+
+ENV_PREFIX = "BLOBSTORE_"
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str) -> HostPort:
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"expected [IPv6]:PORT, got {text!r}")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {text!r}")
+    return HostPort(host, int(port_text))
+
+
+def parse_join(text: str | Sequence[str]) -> tuple[HostPort, ...]:
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(parse_host_port(item) for item in items if item.strip())
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kib": KIB, "kb": 1000, "m": MIB, "mib": MIB,
+               "mb": 1000 * 1000, "g": GIB, "gib": GIB, "gb": 1000**3}
+_DURATION_UNITS = {"": SECONDS, "s": SECONDS, "ms": 0.001, "m": MINUTES, "min": MINUTES,
+                   "h": HOURS}
+
+
+def _split_unit(text: str) -> tuple[float, str]:
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not match:
+        raise ValueError(f"expected a number with an optional unit, got {text!r}")
+    return float(match.group(1)), match.group(2).lower()
+
+
+def parse_size(value: str | int) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size")
+    if isinstance(value, int):
+        return value
+    number, unit = _split_unit(value)
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit {unit!r}")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: str | int | float) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, (int, float)):
+        return float(value)
+    number, unit = _split_unit(value)
+    if unit not in _DURATION_UNITS:
+        raise ValueError(f"unknown duration unit {unit!r}")
+    return number * _DURATION_UNITS[unit]
+
+
+def parse_int(value: str | int) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if not re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_str(value: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _setting(default: Any, parse: Callable[[Any], Any], help: str, *,
+             flag: bool = True, secret: bool = False) -> Any:
+    meta = {"parse": parse, "help": help, "flag": flag, "secret": secret}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node needs to know, fixed at start-up."""
+
+    node_id: str = _setting(dataclasses.MISSING, parse_str, "this node's stable identity")
+    data_dir: Path = _setting(dataclasses.MISSING, Path, "where chunks and metadata live")
+    http: HostPort = _setting(dataclasses.MISSING, parse_host_port, "HTTP API listen address")
+    gossip: HostPort = _setting(dataclasses.MISSING, parse_host_port, "gossip listen address")
+    join: tuple[HostPort, ...] = _setting((), parse_join, "gossip addresses of members")
+    bootstrap_expect: int = _setting(1, parse_int, "nodes that form the first coordinator")
+    replicas: int = _setting(3, parse_int, "copies of every chunk (clamped to cluster size)")
+    dev: bool = _setting(False, parse_bool, "development mode: allows default secrets")
+    log_level: str = _setting("info", parse_str, "debug, info, warning or error")
+    chunk_size: int = _setting(4 * MIB, parse_size, "bytes per chunk (64KiB..64MiB)")
+    max_chunks_in_flight: int = _setting(3, parse_int, "chunks of one upload being stored")
+    token_ttl_s: float = _setting(12 * HOURS, parse_duration, "lifetime of a login token")
+    min_password_length: int = _setting(8, parse_int, "shortest password the API accepts")
+    login_max_failures: int = _setting(5, parse_int, "failed logins before throttling")
+    login_window_s: float = _setting(15 * MINUTES, parse_duration, "failed-login memory")
+    login_backoff_s: float = _setting(1.0, parse_duration, "first throttle delay, doubling")
+    argon2_time_cost: int = _setting(3, parse_int, "argon2id passes")
+    argon2_memory_kib: int = _setting(64 * 1024, parse_int, "argon2id memory (KiB)")
+    argon2_parallelism: int = _setting(4, parse_int, "argon2id lanes")
+    body_idle_timeout_s: float = _setting(60.0, parse_duration, "max wait for body bytes")
+    graceful_timeout_s: float = _setting(10.0, parse_duration, "drain time on SIGTERM")
+    gc_interval_s: float = _setting(60.0, parse_duration, "pause between GC passes")
+    gc_grace_s: float = _setting(1 * HOURS, parse_duration, "min age of a collectable chunk")
+    commit_batch_max: int = _setting(256, parse_int, "metadata commands per fsync")
+    cluster_key: str | None = _setting(None, parse_str, "shared cluster secret",
+                                       flag=False, secret=True)
+    admin_password: str | None = _setting(None, parse_str, "bootstrap admin password",
+                                          flag=False, secret=True)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def effective_replicas(self) -> int:
+        """Replicas clamped to the cluster size the node was told to expect."""
+        return max(1, min(self.replicas, self.bootstrap_expect))
+
+
+def _check(ok: bool, name: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"setting {name}: {why}")
+
+
+def _validate(cfg: NodeConfig) -> None:
+    _check(bool(_NODE_ID_RE.match(cfg.node_id)), "node_id",
+           "1-64 characters of letters, digits, '.', '_' or '-', starting with one "
+           "of the first two")
+    _check(1 <= cfg.bootstrap_expect <= 1000, "bootstrap_expect", "must be 1..1000")
+    _check(1 <= cfg.replicas <= 16, "replicas", "must be 1..16")
+    _check(64 * KIB <= cfg.chunk_size <= 64 * MIB, "chunk_size", "must be 64KiB..64MiB")
+    _check(1 <= cfg.max_chunks_in_flight <= 64, "max_chunks_in_flight", "must be 1..64")
+    _check(cfg.log_level in ("debug", "info", "warning", "error"), "log_level",
+           "must be debug, info, warning or error")
+    _check(cfg.token_ttl_s > 0, "token_ttl_s", "must be positive")
+    _check(1 <= cfg.min_password_length <= 1024, "min_password_length", "must be 1..1024")
+    _check(cfg.login_max_failures >= 1, "login_max_failures", "must be at least 1")
+    _check(cfg.argon2_time_cost >= 1, "argon2_time_cost", "must be at least 1")
+    _check(cfg.argon2_memory_kib >= 8 * cfg.argon2_parallelism, "argon2_memory_kib",
+           "must be at least 8 * argon2_parallelism")
+    _check(1 <= cfg.argon2_parallelism <= 64, "argon2_parallelism", "must be 1..64")
+    _check(cfg.body_idle_timeout_s > 0, "body_idle_timeout_s", "must be positive")
+    _check(cfg.graceful_timeout_s >= 0, "graceful_timeout_s", "must not be negative")
+    _check(cfg.gc_interval_s > 0, "gc_interval_s", "must be positive")
+    _check(cfg.gc_grace_s >= 0, "gc_grace_s", "must not be negative")
+    _check(1 <= cfg.commit_batch_max <= 10_000, "commit_batch_max", "must be 1..10000")
+    if cfg.cluster_key is not None:
+        _check(len(cfg.cluster_key) >= 16, "cluster_key", "must be at least 16 characters")
+    if not cfg.dev and (cfg.join or cfg.bootstrap_expect > 1):
+        _check(cfg.cluster_key is not None, "cluster_key",
+               "BLOBSTORE_CLUSTER_KEY is required to form or join a cluster "
+               "(or start with --dev)")
+
+
+SETTINGS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(NodeConfig)}
+
+
+def _parse_value(name: str, raw: Any, source: str) -> Any:
+    try:
+        return SETTINGS[name].metadata["parse"](raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting {name} (from {source}): {exc}") from None
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blobstore-node",
+        description="Run one blob store node. Every setting may also come from "
+        "BLOBSTORE_<NAME> or a TOML file given by --config; flags win.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="TOML file of settings")
+    for name, f in SETTINGS.items():
+        if not f.metadata["flag"]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if f.metadata["parse"] is parse_bool:
+            parser.add_argument(flag, dest=name, action="store_const", const=True,
+                                help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, dest=name, help=f.metadata["help"])
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise ConfigError(message)
+
+
+def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> NodeConfig:
+    """Build the config from flags, environment and file; raise ConfigError if off."""
+    parser = _argument_parser()
+    parser.__class__ = _Parser
+    flags = vars(parser.parse_args(list(argv)))
+
+    config_path = flags.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    values: dict[str, Any] = {}
+    if config_path:
+        values.update(_load_file(Path(config_path)))
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in SETTINGS:
+            raise ConfigError(f"unknown environment setting {key}")
+        values[name] = _parse_value(name, raw, key)
+    for name, raw in flags.items():
+        values[name] = _parse_value(name, raw, "--" + name.replace("_", "-"))
+
+    missing = [n for n, f in SETTINGS.items()
+               if f.default is dataclasses.MISSING and n not in values]
+    if missing:
+        raise ConfigError("missing required settings: " +
+                          ", ".join("--" + n.replace("_", "-") for n in missing))
+    return NodeConfig(**values)
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values = {}
+    for name, raw in document.items():
+        if name not in SETTINGS:
+            raise ConfigError(f"unknown setting {name!r} in {path}")
+        if isinstance(raw, (dict, list)) and name != "join":
+            raise ConfigError(f"setting {name} in {path}: expected a single value")
+        values[name] = _parse_value(name, raw, str(path))
+    return values
+
+
+def config_for_tests(data_dir: Path, **overrides: Any) -> NodeConfig:
+    """A config for tests: one node on loopback ports chosen by the OS, cheap argon2."""
+    base: dict[str, Any] = dict(
+        node_id="n1", data_dir=data_dir, http=HostPort("127.0.0.1", 0),
+        gossip=HostPort("127.0.0.1", 0), dev=True, admin_password="admin-password",
+        cluster_key="test-cluster-key-0123456789", argon2_time_cost=1,
+        argon2_memory_kib=1024, argon2_parallelism=1, graceful_timeout_s=2.0,
+    )
+    base.update(overrides)
+    return NodeConfig(**base)

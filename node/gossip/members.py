@@ -1,0 +1,46 @@
+"""Member records: who is in the cluster, where to reach them, and in what state.
+
+Every claim about a member carries an incarnation number, which only the
+member itself raises (to refute a suspicion); the SWIM core of the gossip issue
+orders conflicting claims by it. Until that core exists, a node's membership
+view holds just itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class MemberState(enum.Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    http_addr: str
+    gossip_addr: str
+    state: MemberState = MemberState.ALIVE
+    incarnation: int = 0
+    zone: str = ""
+    weight: int = 1
+
+    def to_json(self) -> dict[str, object]:
+        return {"node_id": self.node_id, "http": self.http_addr, "gossip": self.gossip_addr,
+                "state": self.state.value, "incarnation": self.incarnation,
+                "zone": self.zone or None, "weight": self.weight}
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipView:
+    """An immutable snapshot of the members this node knows, with a version."""
+
+    members: tuple[Member, ...]
+    version: int = 0
+
+    def alive(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.state is MemberState.ALIVE)

@@ -1,0 +1,37 @@
+"""What the API needs from the rest of the node, wired by ``node.node``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from node.api.metrics import NodeMetrics
+from node.auth.passwords import PasswordHasher
+from node.auth.throttle import LoginThrottle
+from node.blobs.gc import ChunkCollector
+from node.blobs.pins import ChunkPins
+from node.clock import WallClock
+from node.config import NodeConfig
+from node.gossip.members import MembershipView
+from node.meta.log import MetadataLog
+from node.meta.state import MetaState
+from node.ring.ring import Ring
+from node.store.chunks import ChunkStore
+from node.store.db import Database
+
+
+@dataclass
+class Services:
+    config: NodeConfig
+    clock: WallClock
+    db: Database
+    state: MetaState
+    log: MetadataLog
+    chunks: ChunkStore
+    pins: ChunkPins
+    hasher: PasswordHasher
+    throttle: LoginThrottle
+    metrics: NodeMetrics
+    collector: ChunkCollector
+    membership: MembershipView
+    ring: Ring
+    draining: bool = field(default=False)
