@@ -70,8 +70,8 @@ async def _manifest(svc: Services, container: str, blob: str) -> Manifest | None
 
 @endpoint("put_data")
 async def put_data(svc: Services) -> Response:
-    container, blob = _blob_params()
     user = await authenticate(svc)
+    container, blob = _blob_params()
     container_for(svc, user, container, WRITE)
     expected = _declared_length()
     content_md5 = decode_content_md5(request.headers.get("Content-MD5"))
@@ -118,8 +118,8 @@ def _requested_span(manifest: Manifest) -> tuple[int, int, bool]:
 
 @endpoint("get_data")
 async def get_data(svc: Services) -> Response:
-    container, blob = _blob_params()
     user = await authenticate(svc)
+    container, blob = _blob_params()
     container_for(svc, user, container, READ)
     manifest = await _manifest(svc, container, blob)
     if manifest is None:
@@ -152,8 +152,8 @@ async def get_data(svc: Services) -> Response:
 
 @endpoint("delete_data")
 async def delete_data(svc: Services) -> Response:
-    container, blob = _blob_params()
     user = await authenticate(svc)
+    container, blob = _blob_params()
     container_for(svc, user, container, WRITE)
     await svc.log.submit(c.DeleteBlob(container, blob))
     return no_content()
@@ -161,9 +161,9 @@ async def delete_data(svc: Services) -> Response:
 
 @endpoint("list_blobs")
 async def list_blobs(svc: Services) -> Response:
+    user = await authenticate(svc)
     q = query()
     container = params.container_name(params.require(q, "container"))
-    user = await authenticate(svc)
     container_for(svc, user, container, READ)
     prefix = params.text_param(q.get("prefix", ""), "prefix")
     delimiter = params.text_param(q.get("delimiter", ""), "delimiter", 64)

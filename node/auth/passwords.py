@@ -19,6 +19,9 @@ class PasswordHasher:
                                              parallelism=parallelism,
                                              type=argon2.Type.ID)
         self._limiter = trio.CapacityLimiter(max_concurrent)
+        #: Verified against when a user does not exist, so that answering "no such
+        #: user" costs as much as "wrong password" and timing reveals nothing.
+        self.dummy_hash = self._hasher.hash("no user has this password")
 
     async def hash(self, password: str) -> str:
         return await trio.to_thread.run_sync(self._hasher.hash, password,

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import trio
 
-from node.errors import BlobstoreError, Unavailable
+from node.errors import Unavailable
 from node.meta.commands import Command
 from node.meta.state import MetaState
 from node.store.db import Database, DatabaseError
@@ -131,7 +131,7 @@ class LocalLog:
                 results = await self._db.write(
                     lambda conn: self._state.apply_batch(conn, entries))
         except DatabaseError as exc:
-            results = [Unavailable(f"metadata write failed: {exc}")] * len(batch)
+            results = [Unavailable(f"metadata write failed: {exc}") for _ in batch]
         if self._observer is not None:
             self._observer.observe_batch(len(batch), trio.current_time() - started)
         for pending, result in zip(batch, results):

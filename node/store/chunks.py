@@ -1,9 +1,11 @@
 """Content-addressed chunk files on local disk.
 
 A chunk is an immutable byte string named by its SHA-256, stored as
-``chunks/<hex[0:2]>/<hex[2:4]>/<hex>``. Writes go to ``tmp/`` first, are
-fsynced, then renamed into place, so a crash leaves at most a stray temp file
-(removed at the next start), never a partial chunk under its final name.
+``chunks/<hex[0:2]>/<hex>``: 256 directories, each made durable once per
+process, so small writes do not pay for new directories. Writes go to ``tmp/``
+first, are fsynced, then renamed into place, so a crash leaves at most a stray
+temp file (removed at the next start), never a partial chunk under its final
+name.
 
 Every read is re-hashed: bytes that do not match their name are moved to
 ``quarantine/`` (kept as evidence, never deleted) and reported as
@@ -156,7 +158,7 @@ class ChunkStore:
     def path_for(self, digest: bytes) -> Path:
         """Where the chunk lives (tests use it to damage a file on purpose)."""
         name = hex_id(digest)
-        return self._chunks_dir / name[0:2] / name[2:4] / name
+        return self._chunks_dir / name[0:2] / name
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if not self._opened:
@@ -216,8 +218,7 @@ class ChunkStore:
     def _scan_sync(self) -> list[tuple[bytes, float, int]]:
         found: list[tuple[bytes, float, int]] = []
         for top in _hex_dirs(str(self._chunks_dir)):
-            for mid in _hex_dirs(top.path):
-                found.extend(_chunks_in(mid.path, top.name + mid.name))
+            found.extend(_chunks_in(top.path, top.name))
         return found
 
     def _put_sync(self, path: Path, data: bytes | bytearray | memoryview) -> None:
@@ -265,7 +266,6 @@ class ChunkStore:
             return
         directory.mkdir(parents=True, exist_ok=True)
         if self._fsync:
-            _fsync_dir(directory.parent.parent)
             _fsync_dir(directory.parent)
         self._durable_dirs.add(directory)
 

@@ -39,7 +39,7 @@ async def test_round_trip(tmp_path: Path, fsync: bool) -> None:
     assert await store.has(digest)
     assert (store.count, store.bytes) == (1, len(data))
     name = hex_id(digest)
-    assert store.path_for(digest) == tmp_path / "chunks" / name[:2] / name[2:4] / name
+    assert store.path_for(digest) == tmp_path / "chunks" / name[:2] / name
     assert files_in(tmp_path / "tmp") == []
 
 
