@@ -32,7 +32,7 @@ MINUTES = 60 * SECONDS
 HOURS = 60 * MINUTES
 
 ENV_PREFIX = "BLOBSTORE_"
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +45,12 @@ class HostPort:
 
 
 def parse_host_port(text: str) -> HostPort:
+    if not isinstance(text, str):
+        raise ValueError("expected HOST:PORT as a string")
     text = text.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
+        if not sep or not host or not rest.startswith(":"):
             raise ValueError(f"expected [IPv6]:PORT, got {text!r}")
         port_text = rest[1:]
     else:
@@ -61,7 +63,11 @@ def parse_host_port(text: str) -> HostPort:
 
 
 def parse_join(text: str | Sequence[str]) -> tuple[HostPort, ...]:
+    if not isinstance(text, (str, list, tuple)):
+        raise ValueError("expected HOST:PORT[,HOST:PORT...]")
     items = text.split(",") if isinstance(text, str) else list(text)
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("expected HOST:PORT strings")
     return tuple(parse_host_port(item) for item in items if item.strip())
 
 
@@ -113,6 +119,8 @@ def parse_int(value: str | int) -> int:
 def parse_bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected true or false, got {value!r}")
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -183,7 +191,7 @@ def _check(ok: bool, name: str, why: str) -> None:
 
 
 def _validate(cfg: NodeConfig) -> None:
-    _check(bool(_NODE_ID_RE.match(cfg.node_id)), "node_id",
+    _check(bool(_NODE_ID_RE.fullmatch(cfg.node_id)), "node_id",
            "1-64 characters of letters, digits, '.', '_' or '-', starting with one "
            "of the first two")
     _check(1 <= cfg.bootstrap_expect <= 1000, "bootstrap_expect", "must be 1..1000")
@@ -225,6 +233,7 @@ def _parse_value(name: str, raw: Any, source: str) -> Any:
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blobstore-node",
+        allow_abbrev=False,
         description="Run one blob store node. Every setting may also come from "
         "BLOBSTORE_<NAME> or a TOML file given by --config; flags win.",
         argument_default=argparse.SUPPRESS,

@@ -160,6 +160,9 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         node_id_var.set(self.config.node_id)
+        if self.config.dev:
+            log.warning("DEVELOPMENT MODE (--dev): default secrets are allowed; "
+                        "never use it for real data")
         lock_fd = _lock_data_dir(self.config.data_dir)
         db: Database | None = None
         try:

@@ -66,7 +66,7 @@ def verify(key: bytes, token: str, now: float) -> TokenClaims:
     try:
         body = json.loads(_unb64(parts[1]))
         claims = TokenClaims(str(body["u"]), int(body["i"]), int(body["e"]), float(body["x"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise Unauthorized("malformed token") from None
     if claims.expires_at <= now:
         raise Unauthorized("token expired")

@@ -6,7 +6,8 @@ import re
 
 from node.errors import InvalidRequest, RangeNotSatisfiable
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+_MAX_DIGITS = 20
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:
@@ -15,13 +16,15 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     Raises InvalidRequest for a header that is not one well-formed range (multiple
     ranges are not supported) and RangeNotSatisfiable when the range misses the blob.
     """
-    match = _RANGE_RE.match(header.strip().replace(" ", ""))
+    match = _RANGE_RE.fullmatch(header.strip().replace(" ", ""))
     if not match or (not match.group(1) and not match.group(2)):
         raise InvalidRequest(f"unsupported Range header {header[:100]!r}; "
                              "expected one range bytes=a-b, bytes=a- or bytes=-n")
     first, last = match.group(1), match.group(2)
-    if len(first) > 20 or len(last) > 20:
-        raise RangeNotSatisfiable("range out of bounds", size=size)
+    if len(first) > _MAX_DIGITS:
+        raise RangeNotSatisfiable("range starts beyond any blob", size=size)
+    if len(last) > _MAX_DIGITS:
+        last = str(10**_MAX_DIGITS)
     if not first:
         suffix = int(last)
         if suffix == 0 or size == 0:

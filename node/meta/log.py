@@ -15,6 +15,7 @@ writers share each fsync instead of queueing for their own.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,8 @@ from node.errors import Unavailable
 from node.meta.commands import Command
 from node.meta.state import MetaState
 from node.store.db import Database, DatabaseError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class LocalLog:
                     lambda conn: self._state.apply_batch(conn, entries))
         except DatabaseError as exc:
             results = [Unavailable(f"metadata write failed: {exc}") for _ in batch]
+        except Exception as exc:  # noqa: BLE001 - a bug must fail its batch, not the log
+            log.error("metadata batch failed", exc_info=exc)
+            results = [Unavailable("metadata write failed; see the node's log") for _ in batch]
         if self._observer is not None:
             self._observer.observe_batch(len(batch), trio.current_time() - started)
         for pending, result in zip(batch, results):

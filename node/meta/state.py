@@ -129,19 +129,28 @@ class MetaState:
     def apply_batch(self, conn: Connection,
                     entries: list[tuple[int, c.Command]]) -> list[object]:
         """Apply entries in one transaction; return one result (value or error) each."""
+        if not entries:
+            return []
+        previous = self.applied_index
+        for index, _ in entries:
+            if index <= previous:
+                raise ValueError(f"entry {index} does not follow entry {previous}")
+            previous = index
         results: list[object] = []
         view_ops: list[ViewOp] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for index, command in entries:
-                if index <= self.applied_index:
-                    raise ValueError(f"entry {index} was already applied")
                 conn.execute("SAVEPOINT cmd")
                 try:
                     result = self._apply_one(conn, index, command, view_ops)
                 except BlobstoreError as exc:
                     conn.execute("ROLLBACK TO cmd")
                     result = exc
+                except (ValueError, TypeError) as exc:
+                    # A malformed command is refused the same way on every node.
+                    conn.execute("ROLLBACK TO cmd")
+                    result = InvalidRequest(f"malformed {command.kind} command: {exc}")
                 conn.execute("RELEASE cmd")
                 results.append(result)
             last = entries[-1][0]
@@ -345,5 +354,5 @@ def check_put_conditions(current: Manifest | None, if_match: tuple[str, ...] | N
     if if_match is not None:
         if current is None:
             raise PreconditionFailed("the blob does not exist (If-Match)")
-        if "*" not in if_match and current.etag not in if_match:
+        if "*" not in if_match and current.etag not in if_match:  # strong: W/ tags never match
             raise PreconditionFailed("the blob's ETag does not match (If-Match)")

@@ -25,8 +25,7 @@ def _failed(request: pytest.FixtureRequest) -> bool:
                for when in ("setup", "call"))
 
 
-def _make_factory(base: Path, request: pytest.FixtureRequest
-                  ) -> Iterator[StartNode]:
+def _make_factory(base: Path, failed: Callable[[], bool]) -> Iterator[StartNode]:
     nodes: list[NodeProcess] = []
 
     def start(node_id: str = "n1", *args: str, **kwargs: Any) -> NodeProcess:
@@ -41,7 +40,7 @@ def _make_factory(base: Path, request: pytest.FixtureRequest
     finally:
         for node in nodes:
             node.close()
-        if _failed(request):
+        if failed():
             for node in nodes:
                 print(f"\n===== log of node {node.node_id} ({node.log_path}) =====")
                 print(node.log_tail(6000))
@@ -50,4 +49,13 @@ def _make_factory(base: Path, request: pytest.FixtureRequest
 @pytest.fixture
 def start_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartNode]:
     """``start_node("n1", "--chunk-size", "64KiB")``: a started NodeProcess, killed at teardown."""
-    yield from _make_factory(tmp_path, request)
+    yield from _make_factory(tmp_path, lambda: _failed(request))
+
+
+@pytest.fixture(scope="module")
+def start_module_node(tmp_path_factory: pytest.TempPathFactory,
+                      request: pytest.FixtureRequest) -> Iterator[StartNode]:
+    """Like ``start_node``, for nodes shared by the tests of one module."""
+    failures_before = request.session.testsfailed
+    yield from _make_factory(tmp_path_factory.mktemp("shared"),
+                             lambda: request.session.testsfailed > failures_before)

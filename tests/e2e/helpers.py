@@ -106,3 +106,31 @@ def parse_raw_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
 def health_ok(node: NodeProcess) -> bool:
     status, answer = node.request("GET", "/health")
     return status == 200 and isinstance(answer, dict) and answer.get("status") == "ok"
+
+
+def read_response(sock: socket.socket, deadline_s: float, *, head: bool = False
+                  ) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length (or none, for HEAD/1xx-less errors)."""
+    end = time.monotonic() + deadline_s
+    data = b""
+
+    def more() -> None:
+        nonlocal data
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete response within {deadline_s} s: {data[:300]!r}")
+        sock.settimeout(left)
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError(f"closed mid-response: {data[:300]!r}")
+        data += piece
+
+    while b"\r\n\r\n" not in data:
+        more()
+    head_bytes, _, rest = data.partition(b"\r\n\r\n")
+    status, headers, _ = parse_raw_response(head_bytes + b"\r\n\r\n")
+    length = 0 if head or status in (204, 304) else int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        more()
+        rest = data.partition(b"\r\n\r\n")[2]
+    return status, headers, rest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,44 +38,55 @@ def assert_config_error(result: subprocess.CompletedProcess[str], *names: str) -
         f"stderr does not name {names}: {result.stderr!r}")
 
 
-@pytest.mark.parametrize("extra, names", [
-    (["--bogus-flag", "1"], ["--bogus-flag"]),
-    (["--replicas", "abc"], ["replicas"]),
-    (["--chunk-size", "12parsecs"], ["chunk-size", "chunk_size"]),
-    (["--chunk-size", "1KiB"], ["chunk-size", "chunk_size"]),          # out of range
-    (["--http", "nonsense"], ["--http", "setting http"]),
-    (["--gossip", "127.0.0.1:99999"], ["gossip"]),
-    (["--body-idle-timeout-s", "soon"], ["body-idle-timeout-s", "body_idle_timeout_s"]),
-    (["--log-level", "loud"], ["log-level", "log_level"]),
-], ids=["unknown-flag", "replicas-abc", "chunk-size-parsecs", "chunk-size-too-small",
-        "http-nonsense", "gossip-bad-port", "duration-word", "log-level"])
-def test_bad_flag_exits_2(tmp_path: Path, extra: list[str], names: list[str]) -> None:
-    result = run_node_cli(base_args(tmp_path / "d") + extra, ENV)
-    assert_config_error(result, *names)
-    assert not (tmp_path / "d" / "node.ready").exists()
+CASES: dict[str, tuple[list[str], dict[str, str], str | None, list[str]]] = {
+    # id: (extra flags, extra env, TOML file text, names the message must mention)
+    "unknown-flag": (["--bogus-flag", "1"], {}, None, ["--bogus-flag"]),
+    "replicas-abc": (["--replicas", "abc"], {}, None, ["replicas"]),
+    "chunk-size-parsecs": (["--chunk-size", "12parsecs"], {}, None,
+                           ["chunk-size", "chunk_size"]),
+    "chunk-size-too-small": (["--chunk-size", "1KiB"], {}, None,
+                             ["chunk-size", "chunk_size"]),
+    "http-nonsense": (["--http", "nonsense"], {}, None, ["--http", "setting http"]),
+    "gossip-bad-port": (["--gossip", "127.0.0.1:99999"], {}, None, ["gossip"]),
+    "duration-word": (["--body-idle-timeout-s", "soon"], {}, None,
+                      ["body-idle-timeout-s", "body_idle_timeout_s"]),
+    "log-level": (["--log-level", "loud"], {}, None, ["log-level", "log_level"]),
+    "unknown-env": ([], {"BLOBSTORE_BOGUS": "1"}, None, ["BLOBSTORE_BOGUS"]),
+    "malformed-env": ([], {"BLOBSTORE_REPLICAS": "many"}, None,
+                      ["BLOBSTORE_REPLICAS", "replicas"]),
+    "toml-unknown-key": ([], {}, "bogus_key = 1\n", ["bogus_key"]),
+    "toml-malformed-size": ([], {}, 'chunk_size = "12parsecs"\n', ["chunk_size"]),
+    "toml-malformed-int": ([], {}, 'replicas = "three"\n', ["replicas"]),
+    "toml-invalid": ([], {}, "replicas = [\n", ["toml"]),
+    "toml-missing-file": (["--config", "/nonexistent/blobstore.toml"], {}, None,
+                          ["/nonexistent/blobstore.toml"]),
+}
 
 
-@pytest.mark.parametrize("env, names", [
-    ({"BLOBSTORE_BOGUS": "1"}, ["BLOBSTORE_BOGUS"]),
-    ({"BLOBSTORE_REPLICAS": "many"}, ["BLOBSTORE_REPLICAS", "replicas"]),
-], ids=["unknown-env", "malformed-env"])
-def test_bad_environment_exits_2(tmp_path: Path, env: dict[str, str],
-                                 names: list[str]) -> None:
-    result = run_node_cli(base_args(tmp_path / "d"), {**ENV, **env})
-    assert_config_error(result, *names)
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run every bad configuration at once (each start costs ~0.7 s of imports)."""
+    root = tmp_path_factory.mktemp("cli")   # mktemp is not thread-safe: only here
+
+    def run(case: str) -> subprocess.CompletedProcess[str]:
+        extra, env, toml, _ = CASES[case]
+        base = root / case
+        base.mkdir()
+        args = base_args(base / "d") + extra
+        if toml is not None:
+            (base / "node.toml").write_text(toml)
+            args += ["--config", str(base / "node.toml")]
+        return run_node_cli(args, {**ENV, **env})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip(CASES, pool.map(run, CASES)))
 
 
-@pytest.mark.parametrize("toml, names", [
-    ('bogus_key = 1\n', ["bogus_key"]),
-    ('chunk_size = "12parsecs"\n', ["chunk_size"]),
-    ('replicas = "three"\n', ["replicas"]),
-    ('replicas = [\n', ["toml", "config"]),
-], ids=["unknown-key", "malformed-size", "malformed-int", "invalid-toml"])
-def test_bad_config_file_exits_2(tmp_path: Path, toml: str, names: list[str]) -> None:
-    config = tmp_path / "node.toml"
-    config.write_text(toml)
-    result = run_node_cli(base_args(tmp_path / "d") + ["--config", str(config)], ENV)
-    assert_config_error(result, *names)
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_setting_exits_2(case: str,
+                             cli_results: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    assert_config_error(cli_results[case], *CASES[case][3])
 
 
 def test_config_file_settings_are_used(start_node: StartNode, tmp_path: Path) -> None:

@@ -64,6 +64,44 @@ async def assert_error(response: Any, status: int, code: str | None = None) -> d
     return error
 
 
+async def error_mismatch(response: Any, status: int, code: str | None = None) -> str | None:
+    """None if the response is the contract's error ``status``/``code``, else what it was.
+
+    For tests that try many bad inputs on one node (starting a node per input
+    would make the suite slow) and report every input that was mishandled.
+    """
+    body = await response.get_data()
+    got = f"{response.status_code} {body[:200]!r}"
+    if response.status_code != status:
+        return got
+    if code is not None and response.headers.get("Content-Type", "").startswith(
+            "application/json"):
+        document = await response.get_json()
+        if not isinstance(document, dict) or document.get("error", {}).get("code") != code:
+            return got
+    return None
+
+
+class Problems:
+    """Collects the inputs a test found mishandled, then fails once listing them all."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    async def expect_error(self, label: Any, response: Any, status: int,
+                           code: str | None = None) -> None:
+        problem = await error_mismatch(response, status, code)
+        if problem is not None:
+            self.found.append(f"{label!r}: expected {status} {code or ''}, got {problem}")
+
+    def check(self, label: Any, ok: bool, detail: Any = "") -> None:
+        if not ok:
+            self.found.append(f"{label!r}: {detail}")
+
+    def assert_none(self) -> None:
+        assert not self.found, "\n".join(["mishandled inputs:", *self.found])
+
+
 async def create_user(node: NodeHandle, admin: dict[str, str], username: str,
                       password: str = USER_PASSWORD, role: str = "user") -> dict[str, str]:
     """Create a user and return its Authorization headers."""

@@ -29,7 +29,8 @@ def _every_answer_keeps_the_contract(monkeypatch: pytest.MonkeyPatch) -> Iterato
         method = kwargs.get("method", "GET")
         where = f"{method} {args[0] if args else kwargs.get('path')}"
         body = await response.get_data()
-        assert response.status_code < 500, f"{where} answered {response.status_code}: {body[:300]!r}"
+        assert response.status_code < 500, \
+            f"{where} answered {response.status_code}: {body[:300]!r}"
         if response.status_code >= 400 and method != "HEAD":
             assert response.headers.get("Content-Type", "").startswith("application/json"), \
                 f"{where}: error without a JSON body"
