@@ -46,7 +46,7 @@ def test_matches() -> None:
         assert not matches(("x", "y"), ETAG, strong=strong)
     assert matches((f"W/{ETAG}",), ETAG, strong=False)
     assert not matches((f"W/{ETAG}",), ETAG, strong=True)
-    assert not matches((), ETAG)
+    assert not matches((), ETAG, strong=True)
     assert not matches((ETAG.upper(),), ETAG)  # ETags compare exactly
 
 
