@@ -106,8 +106,7 @@ class Node:
         collector = ChunkCollector(
             chunks, lambda batch: db.read(lambda conn: queries.unreferenced(conn, batch)),
             pins, self.clock, grace_s=cfg.gc_grace_s, interval_s=cfg.gc_interval_s)
-        me = Member(cfg.node_id, str(cfg.http), str(cfg.gossip))
-        view = single_node_view(me)
+        view = single_node_view(Member(cfg.node_id, str(cfg.http), str(cfg.gossip)))
         svc = Services(
             config=cfg, clock=self.clock, db=db, state=state, log=meta_log, chunks=chunks,
             pins=pins,
@@ -176,6 +175,7 @@ class Node:
                 await nursery.start(svc.collector.run)
                 binds = await nursery.start(self._serve)
                 self.http_url = binds[0]
+                self._advertise(svc, self.http_url)
                 self._write_ready()
                 log.info("node ready", extra={"http": self.http_url})
                 task_status.started(self)
@@ -188,6 +188,12 @@ class Node:
             if db is not None:
                 db.close()
             os.close(lock_fd)
+
+    def _advertise(self, svc: Services, http_url: str) -> None:
+        """Members carry the address the node really listens on (port 0 picks one)."""
+        me = Member(self.config.node_id, http_url.split("://", 1)[-1], str(self.config.gossip))
+        svc.membership = single_node_view(me)
+        svc.ring = Ring.build(svc.membership)
 
     async def _serve(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         self._served = trio.Event()

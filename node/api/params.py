@@ -21,8 +21,8 @@ MAX_QUERY_BYTES = 16 * 1024
 MAX_JSON_BYTES = 64 * 1024
 MAX_BLOB_NAME_BYTES = 1024
 
-_CONTAINER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,61})[a-z0-9]$")
-_USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_CONTAINER_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _PERCENT_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
@@ -60,7 +60,7 @@ def require(params: Mapping[str, str], key: str) -> str:
 def container_name(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidRequest("container must be a string")
-    if not _CONTAINER_RE.match(value):
+    if not _CONTAINER_RE.fullmatch(value):
         raise InvalidName("container names are 3-63 characters of a-z, 0-9 and '-', "
                           "starting and ending with a letter or digit")
     return value
@@ -80,7 +80,7 @@ def blob_name(value: Any) -> str:
 def username(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidRequest("username must be a string")
-    if not _USERNAME_RE.match(value):
+    if not _USERNAME_RE.fullmatch(value):
         raise InvalidName("user names are 1-64 characters of letters, digits, '.', '_', "
                           "'@' and '-', starting with a letter or digit")
     return value
@@ -91,6 +91,10 @@ def password(value: Any, field: str, min_length: int) -> str:
         raise InvalidRequest(f"{field} must be a string")
     if not min_length <= len(value) <= 1024 or "\x00" in value:
         raise InvalidRequest(f"{field} must be {min_length} to 1024 characters, without NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{field} is not valid Unicode text") from None
     return value
 
 
@@ -122,6 +126,8 @@ def json_object(body: bytes, allowed: set[str], required: set[str]) -> dict[str,
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("the JSON body is nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the body must be a JSON object")
     unknown = set(document) - allowed

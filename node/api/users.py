@@ -44,7 +44,7 @@ async def _check_password(svc: Services, username: str, password: str) -> User:
 async def login(svc: Services) -> Response:
     body = await json_body({"username", "password"}, {"username", "password"})
     if not isinstance(body["username"], str) or not isinstance(body["password"], str):
-        raise Unauthorized("wrong user name or password")
+        raise InvalidRequest("username and password must be strings")
     user = await _check_password(svc, body["username"][:256], body["password"][:1024])
     key = svc.state.signing_key
     if key is None:
@@ -112,6 +112,8 @@ async def change_password(svc: Services) -> Response:
         target = caller
     else:
         if not caller.is_admin:
+            if target_name != caller.username:
+                raise Forbidden("only an admin may set another user's password")
             raise InvalidRequest("old_password is required")
         found = svc.state.view.users.get(target_name)
         if found is None:

@@ -47,7 +47,7 @@ def test_matches() -> None:
     assert matches((f"W/{ETAG}",), ETAG, strong=False)
     assert not matches((f"W/{ETAG}",), ETAG, strong=True)
     assert not matches((), ETAG, strong=True)
-    assert not matches((ETAG.upper(),), ETAG)  # ETags compare exactly
+    assert not matches((ETAG.upper(),), ETAG, strong=True)  # ETags compare exactly
 
 
 @pytest.mark.parametrize(("if_match", "if_none_match", "status"), [
