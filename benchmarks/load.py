@@ -21,7 +21,7 @@ import resource
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import trio

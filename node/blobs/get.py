@@ -6,11 +6,14 @@ out, so a missing or corrupt first chunk is a clean 503; a bad chunk later in
 the stream aborts the connection (the client sees fewer bytes than
 Content-Length promised), because sending unverified bytes is never an option.
 The span's chunks are pinned until the stream ends, so an overwrite or delete
-racing the download cannot have them collected mid-stream.
+racing the download cannot have them collected mid-stream. If the response is
+never iterated (the client left before the body was sent), the pins are
+released when the stream object is dropped, so they cannot leak.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -33,6 +36,11 @@ def chunk_span(manifest: Manifest, start: int, end: int) -> list[tuple[bytes, in
     return pieces
 
 
+def _unpin_all(pins: ChunkPins, digests: list[bytes]) -> None:
+    for digest in digests:
+        pins.unpin(digest)
+
+
 class BlobStream:
     """Opened (first chunk read, pins held) before the response; iterated by the server."""
 
@@ -42,12 +50,12 @@ class BlobStream:
         self._pins = pins
         self._span = chunk_span(manifest, start, end)
         self._first: bytes | None = None
-        self._pinned: list[bytes] = []
+        digests = [digest for digest, _, _ in self._span]
+        for digest in digests:
+            pins.pin(digest)
+        self._release = weakref.finalize(self, _unpin_all, pins, digests)
 
     async def open(self) -> None:
-        for digest, _, _ in self._span:
-            self._pins.pin(digest)
-            self._pinned.append(digest)
         try:
             if self._span:
                 self._first = await self._piece(0)
@@ -56,9 +64,8 @@ class BlobStream:
             raise
 
     def close(self) -> None:
-        for digest in self._pinned:
-            self._pins.unpin(digest)
-        self._pinned.clear()
+        """Release the pins (idempotent)."""
+        self._release()
 
     async def _piece(self, index: int) -> bytes:
         digest, lo, hi = self._span[index]

@@ -134,3 +134,25 @@ async def test_close_without_iterating_releases_pins() -> None:
     stream.close()
     stream.close()  # idempotent
     assert len(pins) == 0
+
+
+async def test_a_stream_that_is_never_iterated_releases_its_pins_when_dropped() -> None:
+    import gc
+
+    from node.blobs.get import BlobStream
+    from node.blobs.pins import ChunkPins
+    from node.meta.records import Manifest
+
+    class Reader:
+        async def get(self, digest: bytes) -> bytes:
+            return b"x" * 4
+
+    pins = ChunkPins()
+    manifest = Manifest("c", "b", 8, "e", "t", "now", 4, (b"a" * 32, b"b" * 32), 1)
+    stream = BlobStream(Reader(), pins, manifest, 0, 8)
+    await stream.open()
+    assert len(pins) == 2
+    chunks = stream.chunks()
+    del stream, chunks
+    gc.collect()
+    assert len(pins) == 0
