@@ -20,3 +20,10 @@ def test_ruff_is_clean() -> None:
     result = subprocess.run([ruff, "check", "--no-cache", str(ROOT)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean_on_node() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "--config-file",
+                             str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

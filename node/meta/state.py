@@ -61,6 +61,9 @@ class AuthView:
         self.users_by_uid: dict[int, User] = {}
         self.containers: dict[str, Container] = {}
 
+    def drop_container(self, name: str) -> None:
+        self.containers.pop(name, None)
+
     def put_user(self, user: User) -> None:
         self.users[user.username] = user
         self.users_by_uid[user.uid] = user
@@ -259,7 +262,7 @@ class MetaState:
             raise ContainerNotEmpty(f"container {cmd.container!r} is not empty")
         conn.execute("DELETE FROM containers WHERE name = ?", (cmd.container,))
         conn.execute("DELETE FROM grants WHERE container = ?", (cmd.container,))
-        ops.append(lambda: self.view.containers.pop(cmd.container, None))
+        ops.append(lambda: self.view.drop_container(cmd.container))
         return None
 
     def _set_grant(self, conn: Connection, container: str, username: str,

@@ -62,7 +62,7 @@ async def running_node(data_dir: Path, *, clock: WallClock | None = None,
     async with trio.open_nursery() as nursery:
         scope = trio.CancelScope()
 
-        async def run(task_status: trio.TaskStatus[None]) -> None:
+        async def run(task_status: trio.TaskStatus[Node]) -> None:
             with scope:
                 await node.run(task_status=task_status)
 
