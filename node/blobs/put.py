@@ -66,21 +66,20 @@ class BodyStorer:
         size = 0
         iterator = body.__aiter__()
         async with trio.open_nursery() as nursery:
-            buffer = bytearray(self._chunk_size)
-            fill = 0
+            buffer, fill = self._buffer(expected_size, 0), 0
             while (piece := await self._next_piece(iterator)) is not None:
+                size += len(piece)
+                if expected_size is not None and size > expected_size:
+                    raise InvalidRequest("body longer than Content-Length")
                 view = memoryview(piece)
-                size += len(view)
                 while view:
-                    take = min(len(view), self._chunk_size - fill)
+                    take = min(len(view), len(buffer) - fill)
                     buffer[fill:fill + take] = view[:take]
                     fill += take
                     view = view[take:]
-                    if fill == self._chunk_size:
+                    if fill == len(buffer):
                         await self._dispatch(nursery, memoryview(buffer))
-                        buffer, fill = bytearray(self._chunk_size), 0
-                if expected_size is not None and size > expected_size:
-                    raise InvalidRequest("body longer than Content-Length")
+                        buffer, fill = self._buffer(expected_size, size - len(view)), 0
             if fill:
                 await self._dispatch(nursery, memoryview(buffer)[:fill])
         if expected_size is not None and size != expected_size:
@@ -88,6 +87,16 @@ class BodyStorer:
         if content_md5 is not None and content_md5 != self._md5.digest():
             raise BadDigest("Content-MD5 does not match the body")
         return StoredBody(size, self._md5.hexdigest(), tuple(self._order))
+
+    def _buffer(self, expected_size: int | None, stored: int) -> bytearray:
+        """The next chunk's buffer: a whole chunk, or only what a declared length has left.
+
+        Allocating (and zeroing) a full chunk for a 4 KiB body cost more CPU than
+        the rest of a small PUT.
+        """
+        if expected_size is None:
+            return bytearray(self._chunk_size)
+        return bytearray(min(self._chunk_size, expected_size - stored))
 
     async def _next_piece(self, iterator: AsyncIterator[bytes]) -> bytes | None:
         """The next body piece, None at the end; RequestTimeout if the client stalls."""
