@@ -34,6 +34,17 @@ async def _run(node: Node) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _leaves(group: BaseExceptionGroup) -> list[ConfigError]:
+    """The ConfigErrors of a group, however deeply nurseries nested it."""
+    found: list[ConfigError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        elif isinstance(exc, ConfigError):
+            found.append(exc)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(_run, node)
     except* ConfigError as group:
-        failed.extend(e for e in group.exceptions if isinstance(e, ConfigError))
+        failed.extend(_leaves(group))
     if failed:
         print(f"blobstore-node: {failed[0]}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import trio
-from hypercorn.typing import ASGIReceiveCallable
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -63,6 +63,26 @@ class _BackpressureRequest(TrioRequest):
 
 
 class _BackpressureConnection(TrioASGIHTTPConnection):
+    async def __call__(self, receive: ASGIReceiveCallable,  # type: ignore[override]
+                       send: ASGISendCallable) -> None:
+        """Shield each send: hypercorn closes or recycles the connection inside ``send``,
+        and Quart-Trio cancels the request's nursery as soon as the response is out,
+        which killed that work (``Connection: close`` ignored, idle keep-alive
+        connections never reaped, SIGTERM waiting out the whole graceful timeout).
+        The shield has its own deadline, so a client that never reads cannot hold
+        a send, or the node's shutdown, forever.
+        """
+        timeout_s = self.app.services.config.send_timeout_s  # type: ignore[attr-defined]
+
+        async def shielded_send(message: ASGISendEvent) -> None:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + timeout_s
+                await send(message)
+            if scope.cancelled_caught:
+                raise trio.BrokenResourceError("client too slow to receive the response")
+
+        await super().__call__(receive, shielded_send)
+
     async def handle_messages(self, nursery: trio.Nursery, request: Any,  # type: ignore[override]
                               receive: ASGIReceiveCallable) -> None:
         while True:

@@ -329,4 +329,4 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 __all__ = ["CHEAP_ARGON2", "DEFAULT_ADMIN_PASSWORD", "DEV_ADMIN_PASSWORD", "NodeProcess",
-           "NodeStartError", "node_env", "run_node_cli"]
+           "NodeStartError", "READY_FILE", "node_env", "run_node_cli"]

@@ -2,7 +2,7 @@
 
 Several clients upload a seeded stream of blobs (empty to ~300 KiB, many
 spanning several 64 KiB chunks, some chunked, many overwriting each other) and
-the node is SIGKILLed at a seeded moment mid-stream, twice. After each restart
+the node is SIGKILLed at a seeded moment mid-stream, three times. After each restart
 every name must hold a version the history allows: the last acknowledged write,
 or one that was in flight (failed on the client) and is not older than an
 acknowledged one; never a partial body, never a lost acknowledgement.
@@ -35,7 +35,7 @@ BOX = "durable"
 CLIENTS = 4
 OPS_PER_ROUND = 200
 ROUND_TIME_S = 20.0
-ROUNDS = 2
+ROUNDS = 3
 NAMES = [f"d{i % 5}/blob-{i}" for i in range(36)] + ["ünïcødé/名前", "with space", "e"]
 MD5_EMPTY = hashlib.md5(b"").hexdigest()
 
@@ -195,7 +195,7 @@ def test_nothing_acknowledged_is_lost_under_sigkill(start_node: StartNode) -> No
         acked = sum(v.acked for v in versions)
         assert acked > 0, "no upload was acknowledged before the kill"
     assert not problems, problems
-    # Still a working store after two crashes.
+    # Still a working store after the crashes.
     with client(node, token) as c:
         assert put(c, BOX, "after", b"x" * 100_000).status_code == 201
         assert c.get("/get_data", params={"container": BOX, "blob": "after"}

@@ -33,15 +33,19 @@ BOX = "box"
 @pytest.fixture(scope="module")
 def node(start_module_node: StartNode) -> NodeProcess:
     node = start_module_node("n1", "--chunk-size", "64KiB", "--body-idle-timeout-s", "1")
-    node.token = node.login()  # type: ignore[attr-defined]
-    with client(node, node.token) as c:  # type: ignore[attr-defined]
+    with client(node, node.login()) as c:
         create_container(c, BOX)
     return node
 
 
+@pytest.fixture(scope="module")
+def token(node: NodeProcess) -> str:
+    return node.login()
+
+
 @pytest.fixture
-def api(node: NodeProcess) -> Iterator[httpx.Client]:
-    with client(node, node.token) as c:  # type: ignore[attr-defined]
+def api(node: NodeProcess, token: str) -> Iterator[httpx.Client]:
+    with client(node, token) as c:
         yield c
     assert health_ok(node), "the node stopped serving"
 
@@ -55,7 +59,8 @@ def raw_request(node: NodeProcess, head: str, body: bytes = b"", *, method_head:
 
 
 def auth_line(node: NodeProcess) -> str:
-    return f"Authorization: Bearer {node.token}\r\n"  # type: ignore[attr-defined]
+    """The Authorization header line of the module's admin (a fresh login each time)."""
+    return f"Authorization: Bearer {node.login()}\r\n"
 
 
 def chunk_path(node: NodeProcess, piece: bytes) -> Path:
