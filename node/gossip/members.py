@@ -1,15 +1,16 @@
 """Member records: who is in the cluster, where to reach them, and in what state.
 
 Every claim about a member carries an incarnation number, which only the
-member itself raises (to refute a suspicion); the SWIM core of the gossip issue
-orders conflicting claims by it. Until that core exists, a node's membership
-view holds just itself.
+member itself raises (to refute a suspicion); the SWIM core
+(``node.gossip.swim``) orders conflicting claims by it.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 
 class MemberState(enum.Enum):
@@ -28,6 +29,7 @@ class Member:
     incarnation: int = 0
     zone: str = ""
     weight: int = 1
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def to_json(self) -> dict[str, object]:
         return {"node_id": self.node_id, "http": self.http_addr, "gossip": self.gossip_addr,

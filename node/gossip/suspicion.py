@@ -1,0 +1,51 @@
+"""Suspicion timeouts as pure functions (SWIM with Lifeguard's dynamic suspicion).
+
+A suspected member is declared dead when its suspicion times out. The timeout
+starts at ``max_s`` and shrinks towards ``min_s`` as independent members
+confirm the suspicion, logarithmically in the number of confirmations: a
+member suspected by many is dead sooner, one suspected by a single (perhaps
+unhealthy) node gets the most time to refute.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def suspicion_bounds(n: int, probe_interval_s: float, mult: float,
+                     max_mult: float) -> tuple[float, float]:
+    """(min, max) suspicion timeout for a cluster of ``n`` members."""
+    minimum = mult * max(1.0, math.log10(max(1, n))) * probe_interval_s
+    return minimum, minimum * max_mult
+
+
+def suspicion_timeout(confirmations: int, expected: int, min_s: float, max_s: float) -> float:
+    """Lifeguard: max - (max - min) * log(C + 1) / log(K + 1), never below min."""
+    if expected < 1:
+        return min_s
+    fraction = math.log(confirmations + 1) / math.log(expected + 1)
+    return max(min_s, max_s - (max_s - min_s) * fraction)
+
+
+@dataclass(slots=True)
+class Suspicion:
+    """One running suspicion: when it started and who confirmed it."""
+
+    incarnation: int
+    started_s: float
+    min_s: float
+    max_s: float
+    expected: int
+    confirmed_by: set[str] = field(default_factory=set)
+
+    def deadline(self) -> float:
+        return self.started_s + suspicion_timeout(len(self.confirmed_by), self.expected,
+                                                  self.min_s, self.max_s)
+
+    def confirm(self, by: str) -> bool:
+        """Count an independent confirmation; False if ``by`` already confirmed."""
+        if by in self.confirmed_by:
+            return False
+        self.confirmed_by.add(by)
+        return True
