@@ -23,6 +23,8 @@ incarnation above the claim.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -152,6 +154,8 @@ class Swim:
         self._next_gossip_s = now + config.gossip_interval_s
         self._next_push_pull_s = now + config.push_pull_interval_s * rng.uniform(0.5, 1.0)
         self._next_reap_s = now + config.reap_after_s / 10
+        self._next_join_s = math.inf
+        self._join_backoff_s = config.probe_interval_s
         self._queue.put(Alive(incarnation, me))
 
     # -- outputs ---------------------------------------------------------------------------
@@ -177,7 +181,7 @@ class Swim:
                                              for e in self._members.values()))
 
     def next_deadline(self) -> float:
-        times = [self._next_push_pull_s, self._next_reap_s]
+        times = [self._next_push_pull_s, self._next_reap_s, self._next_join_s]
         probe = self._probe
         if probe is None:
             times.append(self._next_probe_s)
@@ -197,6 +201,8 @@ class Swim:
         self._seeds = tuple(s for s in seeds if s != self._members[self.me].meta.gossip_addr)
         for seed in self._seeds:
             self._effects.append(PushPullWith(seed, join=True))
+        if self._seeds:
+            self._next_join_s = now + self._join_backoff_s
 
     def leave(self, now: float) -> None:
         """Announce a graceful leave: a Dead about ourselves, by ourselves."""
@@ -207,6 +213,11 @@ class Swim:
         self._queue.put(Dead(self.me, entry.incarnation, self.me))
         for target in self._random_members(self.config.gossip_nodes * 2, exclude=()):
             self._send(target.meta.gossip_addr, None)
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates still to be piggybacked (a leaving node waits for its farewell to go out)."""
+        return len(self._queue)
 
     def tick(self, now: float) -> None:
         self._expire_relays(now)
@@ -221,6 +232,17 @@ class Swim:
         if now >= self._next_reap_s:
             self._reap(now)
             self._next_reap_s = now + self.config.reap_after_s / 10
+        if now >= self._next_join_s:
+            self._retry_join(now)
+
+    def _retry_join(self, now: float) -> None:
+        """Until someone answers, ask a seed again, backing off to the push-pull interval."""
+        if self._count() > 1 or self.leaving:
+            self._next_join_s = math.inf
+            return
+        self._effects.append(PushPullWith(self._rng.choice(self._seeds), join=True))
+        self._join_backoff_s = min(2 * self._join_backoff_s, self.config.push_pull_interval_s)
+        self._next_join_s = now + self._join_backoff_s
 
     def receive(self, now: float, from_addr: str, packet: Packet) -> None:
         for update in packet.updates:
@@ -363,7 +385,7 @@ class Swim:
     def _on_suspect(self, now: float, update: Suspect) -> None:
         node_id = update.node_id
         if node_id == self.me:
-            if not self.leaving:
+            if not self.leaving and update.incarnation >= self.incarnation:
                 self.stats["suspicions_refuted"] += 1
                 self.awareness = min(self.config.awareness_max - 1, self.awareness + 1)
                 self._refute(now, update.incarnation)
@@ -399,7 +421,8 @@ class Swim:
     def _on_dead(self, now: float, update: Dead) -> None:
         node_id = update.node_id
         if node_id == self.me:
-            if not update.left and not self.leaving:
+            # Not leaving, yet declared dead or gone: a restart (or a false death) to refute.
+            if not self.leaving and update.incarnation >= self.incarnation:
                 self._refute(now, update.incarnation)
             return
         entry = self._members.get(node_id)
