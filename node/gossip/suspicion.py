@@ -5,6 +5,10 @@ starts at ``max_s`` and shrinks towards ``min_s`` as independent members
 confirm the suspicion, logarithmically in the number of confirmations: a
 member suspected by many is dead sooner, one suspected by a single (perhaps
 unhealthy) node gets the most time to refute.
+
+When the timeout runs out, the SWIM core probes the suspect once more itself
+(directly and through k others) before it declares it dead: a member that
+merely missed the suspect's refutation in the epidemic gets it from the Ack.
 """
 
 from __future__ import annotations
@@ -38,8 +42,14 @@ class Suspicion:
     max_s: float
     expected: int
     confirmed_by: set[str] = field(default_factory=set)
+    #: The final check: the sequence number of our own probe of the suspect, sent when
+    #: the timeout ran out, and when that probe ends (then, with no answer, it is dead).
+    check_seq: int | None = None
+    check_ends_s: float = 0.0
 
     def deadline(self) -> float:
+        if self.check_seq is not None:
+            return self.check_ends_s
         return self.started_s + suspicion_timeout(len(self.confirmed_by), self.expected,
                                                   self.min_s, self.max_s)
 

@@ -140,6 +140,7 @@ class Swim:
         self._effects: list[Effect] = []
         self._suspicions: dict[str, Suspicion] = {}
         self._relays: dict[int, _Relay] = {}
+        self._checks: dict[int, str] = {}
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
         self._seq = 0
@@ -149,7 +150,8 @@ class Swim:
         self.leaving = False
         self.version = 1
         self.stats = {"probes_sent": 0, "probes_failed": 0, "indirect_probes": 0,
-                      "suspicions_raised": 0, "suspicions_refuted": 0, "deaths_declared": 0}
+                      "suspicions_raised": 0, "suspicions_refuted": 0, "deaths_declared": 0,
+                      "final_checks": 0, "final_checks_answered": 0}
         self._next_probe_s = now + rng.uniform(0, config.probe_interval_s)
         self._next_gossip_s = now + config.gossip_interval_s
         self._next_push_pull_s = now + config.push_pull_interval_s * rng.uniform(0.5, 1.0)
@@ -284,6 +286,8 @@ class Swim:
                 self._send(relay.requester_addr, Ack(relay.requester_seq, message.source))
             elif self._probe is not None and self._probe.seq == message.seq:
                 self._probe.acked = True
+            elif message.seq in self._checks:
+                self._checked(now, message.seq)
         elif isinstance(message, Nack):
             if self._probe is not None and self._probe.seq == message.seq:
                 self._probe.nacks += 1
@@ -323,7 +327,10 @@ class Swim:
         self._probe = _Probe(seq, target.meta.node_id,
                              now + self.config.probe_timeout_s * self._scale(), now + interval)
         self.stats["probes_sent"] += 1
-        self._send(target.meta.gossip_addr, Ping(seq, self.me, target.meta.node_id))
+        # Lifeguard's buddy system: a suspect hears of its suspicion from whoever probes it,
+        # not only by the luck of the epidemic, so it can refute in time.
+        buddy = (target.as_update(self.me),) if target.state is SUSPECT else ()
+        self._send(target.meta.gossip_addr, Ping(seq, self.me, target.meta.node_id), buddy)
 
     def _send_indirect(self, probe: _Probe) -> None:
         probe.indirect_sent = True
@@ -377,7 +384,7 @@ class Swim:
             return
         if update.incarnation <= entry.incarnation:
             return
-        self._suspicions.pop(node_id, None)
+        self._end_suspicion(node_id)
         entry.meta, entry.incarnation = update.meta, update.incarnation
         self._set_state(entry, ALIVE, now)
         self._queue.put(update)
@@ -385,9 +392,12 @@ class Swim:
     def _on_suspect(self, now: float, update: Suspect) -> None:
         node_id = update.node_id
         if node_id == self.me:
-            if not self.leaving and update.incarnation >= self.incarnation:
-                self.stats["suspicions_refuted"] += 1
+            if not self.leaving:
+                # Lifeguard: being suspected hints that our own health is poor. Even an old
+                # suspicion is refuted with a new incarnation: whoever still spreads it missed
+                # our refutation, and a newer Alive overrides every claim in flight.
                 self.awareness = min(self.config.awareness_max - 1, self.awareness + 1)
+                self.stats["suspicions_refuted"] += 1
                 self._refute(now, update.incarnation)
             return
         entry = self._members.get(node_id)
@@ -403,6 +413,7 @@ class Swim:
             return
         entry.incarnation = update.incarnation
         self._set_state(entry, SUSPECT, now)
+        self._end_suspicion(node_id)
         self._suspicions[node_id] = self._new_suspicion(now, update)
         self._queue.put(update)
 
@@ -422,7 +433,7 @@ class Swim:
         node_id = update.node_id
         if node_id == self.me:
             # Not leaving, yet declared dead or gone: a restart (or a false death) to refute.
-            if not self.leaving and update.incarnation >= self.incarnation:
+            if not self.leaving:
                 self._refute(now, update.incarnation)
             return
         entry = self._members.get(node_id)
@@ -431,19 +442,55 @@ class Swim:
         new_state = LEFT if update.left else DEAD
         if entry.state is LEFT or entry.state is new_state:
             return
-        self._suspicions.pop(node_id, None)
+        self._end_suspicion(node_id)
         entry.incarnation = update.incarnation
         self._set_state(entry, new_state, now)
         self._queue.put(update)
 
     def _expire_suspicions(self, now: float) -> None:
         for node_id, suspicion in list(self._suspicions.items()):
-            if now >= suspicion.deadline():
-                del self._suspicions[node_id]
-                entry = self._members.get(node_id)
-                if entry is not None and entry.state is SUSPECT:
-                    self.stats["deaths_declared"] += 1
-                    self._on_dead(now, Dead(node_id, entry.incarnation, self.me))
+            if now < suspicion.deadline():
+                continue
+            entry = self._members.get(node_id)
+            if entry is not None and entry.state is SUSPECT and suspicion.check_seq is None \
+                    and not self.leaving:
+                self._final_check(now, entry, suspicion)
+                continue
+            self._end_suspicion(node_id)
+            if entry is not None and entry.state is SUSPECT:
+                self.stats["deaths_declared"] += 1
+                self._on_dead(now, Dead(node_id, entry.incarnation, self.me))
+
+    def _final_check(self, now: float, entry: _Entry, suspicion: Suspicion) -> None:
+        """Probe the suspect ourselves (with the suspicion attached) before declaring it dead."""
+        seq = self._next_seq()
+        suspicion.check_seq = seq
+        suspicion.check_ends_s = now + self.config.probe_interval_s * self._scale()
+        self._checks[seq] = entry.meta.node_id
+        self.stats["final_checks"] += 1
+        self._send(entry.meta.gossip_addr, Ping(seq, self.me, entry.meta.node_id),
+                   (entry.as_update(self.me),))
+        for helper in self._random_members(self.config.indirect_checks,
+                                           exclude=(entry.meta.node_id,), states=(ALIVE,)):
+            self._send(helper.meta.gossip_addr,
+                       PingReq(seq, self.me, entry.meta.node_id, entry.meta.gossip_addr))
+
+    def _checked(self, now: float, seq: int) -> None:
+        """The suspect answered our final check: it is alive, so give it a fresh suspicion
+        period to get its refutation to us (usually already in the same datagram)."""
+        node_id = self._checks.pop(seq)
+        suspicion = self._suspicions.get(node_id)
+        entry = self._members.get(node_id)
+        if suspicion is None or suspicion.check_seq != seq or entry is None:
+            return
+        self.stats["final_checks_answered"] += 1
+        self._suspicions[node_id] = self._new_suspicion(
+            now, Suspect(node_id, suspicion.incarnation, self.me))
+
+    def _end_suspicion(self, node_id: str) -> None:
+        suspicion = self._suspicions.pop(node_id, None)
+        if suspicion is not None and suspicion.check_seq is not None:
+            self._checks.pop(suspicion.check_seq, None)
 
     def _refute(self, now: float, claimed: int) -> None:
         entry = self._members[self.me]
@@ -465,11 +512,13 @@ class Swim:
     def _count(self) -> int:
         return sum(1 for e in self._members.values() if e.state in (ALIVE, SUSPECT))
 
-    def _send(self, to: str, message: ProtocolMessage | None) -> None:
+    def _send(self, to: str, message: ProtocolMessage | None,
+              first: tuple[Update, ...] = ()) -> None:
         room = self._sizer.max_datagram_bytes - self._sizer.datagram(message)
-        updates = self._queue.take(min(room, self.config.piggyback_budget_bytes),
-                                   self._sizer.update,
-                                   self.config.retransmit_limit(self._count()))
+        room = min(room, self.config.piggyback_budget_bytes)
+        room -= sum(self._sizer.update(u) for u in first)
+        updates = list(first) + self._queue.take(room, self._sizer.update,
+                                                 self.config.retransmit_limit(self._count()))
         if message is None and not updates:
             return
         self._effects.append(Send(to, Packet(message, tuple(updates))))

@@ -28,10 +28,13 @@ def start_cluster(sim: SwimSim, n: int) -> set[str]:
 
 def detection_bound_s(n: int) -> float:
     """First suspicion within 10 periods (P(no prober) ~ e^-10), the longest suspicion,
-    then dissemination: log2(n) gossip rounds, generously doubled."""
+    the final check (one probe period at the worst awareness), then dissemination:
+    log2(n) gossip rounds, generously doubled."""
     _, longest = suspicion_bounds(n, LAN.probe_interval_s, LAN.suspicion_mult,
                                   LAN.suspicion_max_mult)
-    return 10 * LAN.probe_interval_s + longest + 2 * math.log2(n) * LAN.gossip_interval_s * 4
+    final_check = LAN.probe_interval_s * LAN.awareness_max
+    return (10 * LAN.probe_interval_s + longest + final_check
+            + 2 * math.log2(n) * LAN.gossip_interval_s * 4)
 
 
 @pytest.mark.parametrize("n", [100])
