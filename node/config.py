@@ -172,6 +172,11 @@ class NodeConfig:
     gc_interval_s: float = _setting(60.0, parse_duration, "pause between GC passes")
     gc_grace_s: float = _setting(1 * HOURS, parse_duration, "min age of a collectable chunk")
     commit_batch_max: int = _setting(256, parse_int, "metadata commands per fsync")
+    gossip_preset: str = _setting("lan", parse_str, "gossip timings: lan, local or tests")
+    zone: str = _setting("", parse_str, "failure domain (rack, room); replicas spread over zones")
+    weight: int = _setting(1, parse_int, "relative capacity for placement (1..1000)")
+    leave_timeout_s: float = _setting(2.0, parse_duration,
+                                      "max time to announce a graceful leave on SIGTERM")
     cluster_key: str | None = _setting(None, parse_str, "shared cluster secret",
                                        flag=False, secret=True)
     admin_password: str | None = _setting(None, parse_str, "bootstrap admin password",
@@ -214,6 +219,12 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.gc_interval_s > 0, "gc_interval_s", "must be positive")
     _check(cfg.gc_grace_s >= 0, "gc_grace_s", "must not be negative")
     _check(1 <= cfg.commit_batch_max <= 10_000, "commit_batch_max", "must be 1..10000")
+    _check(cfg.gossip_preset in ("lan", "local", "tests"), "gossip_preset",
+           "must be lan, local or tests")
+    _check(len(cfg.zone) <= 64 and cfg.zone.isprintable(), "zone",
+           "at most 64 printable characters")
+    _check(1 <= cfg.weight <= 1000, "weight", "must be 1..1000")
+    _check(cfg.leave_timeout_s >= 0, "leave_timeout_s", "must not be negative")
     if cfg.cluster_key is not None:
         _check(len(cfg.cluster_key) >= 16, "cluster_key", "must be at least 16 characters")
     if not cfg.dev and (cfg.join or cfg.bootstrap_expect > 1):

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
@@ -31,12 +32,19 @@ from node.blobs.pins import ChunkPins
 from node.clock import SystemClock, WallClock, rfc3339
 from node.config import NodeConfig
 from node.errors import ConfigError
-from node.gossip.members import Member
+from node.gossip.config import PRESETS
+from node.gossip.driver import Gossip
+from node.gossip.members import Member, MembershipView, MemberState
+from node.gossip.messages import MemberMeta
+from node.gossip.metrics import GossipCollector
 from node.logs import node_id_var
 from node.meta import commands as c
 from node.meta import queries
 from node.meta.log import LocalLog
 from node.meta.state import MetaState
+from node.entropy import random_source
+from node.net.transport import Transport, TransportError
+from node.net.udp_tcp import open_udp_tcp_transport, resolve_address, resolve_host
 from node.ring.ring import Ring, single_node_view
 from node.services import Services
 from node.store.chunks import ChunkStore
@@ -45,6 +53,7 @@ from node.store.db import Database
 log = logging.getLogger(__name__)
 
 DEV_ADMIN_PASSWORD = "admin-dev-password"
+DEV_CLUSTER_KEY = "blobstore-development-cluster-key"
 IDENTITY_FILE = "node.json"
 READY_FILE = "node.ready"
 
@@ -75,6 +84,14 @@ def _check_identity(config: NodeConfig) -> None:
     os.replace(tmp, path)
 
 
+def _log_transition(old: Member | None, new: Member) -> None:
+    level = {MemberState.ALIVE: logging.INFO, MemberState.SUSPECT: logging.DEBUG,
+             MemberState.DEAD: logging.WARNING, MemberState.LEFT: logging.INFO}[new.state]
+    log.log(level, "member %s is %s", new.node_id, new.state.value,
+            extra={"member": new.node_id, "state": new.state.value,
+                   "was": old.state.value if old else None, "incarnation": new.incarnation})
+
+
 class Node:
     """One blob store node. ``await node.run()`` serves until ``stop()`` or cancellation."""
 
@@ -84,6 +101,7 @@ class Node:
         self.http_url: str | None = None
         self.services: Services | None = None
         self.app: BlobApp | None = None
+        self.gossip: Gossip | None = None
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -124,7 +142,7 @@ class Node:
             "blobstore_chunks_collected": ("Unreferenced chunks collected",
                                            lambda: collector.collected_total),
             "blobstore_members": ("Members by this node's view",
-                                  lambda: len(svc.membership.alive())),
+                                  lambda: len(svc.membership.live())),
             "blobstore_meta_applied_index": ("Last applied metadata entry",
                                              lambda: state.applied_index),
         })
@@ -169,31 +187,83 @@ class Node:
             db = svc.db
             await svc.chunks.open()
             self.services, self.app = svc, create_app(svc)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(meta_log.run)
-                await self._bootstrap(svc)
-                await nursery.start(svc.collector.run)
-                binds = await nursery.start(self._serve)
-                self.http_url = binds[0]
-                self._advertise(svc, self.http_url)
-                self._write_ready()
-                log.info("node ready", extra={"http": self.http_url})
-                task_status.started(self)
-                await self._stop.wait()
-                svc.draining = True
-                await self._served.wait()
-                nursery.cancel_scope.cancel()
+            async with AsyncExitStack() as stack:
+                transport = await self._enter_transport(stack)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(meta_log.run)
+                    await self._bootstrap(svc)
+                    await nursery.start(svc.collector.run)
+                    binds = await nursery.start(self._serve)
+                    self.http_url = binds[0]
+                    self.gossip = await self._start_gossip(nursery, svc, transport, self.http_url)
+                    self._write_ready()
+                    log.info("node ready", extra={"http": self.http_url,
+                                                  "gossip": transport.address})
+                    task_status.started(self)
+                    await self._stop.wait()
+                    svc.draining = True
+                    await self.gossip.leave(self.config.leave_timeout_s)
+                    await self._served.wait()
+                    nursery.cancel_scope.cancel()
         finally:
             (self.config.data_dir / READY_FILE).unlink(missing_ok=True)
             if db is not None:
                 db.close()
             os.close(lock_fd)
 
-    def _advertise(self, svc: Services, http_url: str) -> None:
-        """Members carry the address the node really listens on (port 0 picks one)."""
-        me = Member(self.config.node_id, http_url.split("://", 1)[-1], str(self.config.gossip))
-        svc.membership = single_node_view(me)
-        svc.ring = Ring.build(svc.membership)
+    async def _enter_transport(self, stack: AsyncExitStack) -> Transport:
+        """Bind gossip's UDP and TCP port for the life of ``stack``; a bad address or a
+        port in use is a start-up error, like any other bad setting."""
+        try:
+            host = await resolve_host(self.config.gossip.host)
+            return await stack.enter_async_context(
+                open_udp_tcp_transport(host, self.config.gossip.port))
+        except (TransportError, ValueError) as exc:
+            raise ConfigError(f"setting gossip: cannot listen on {self.config.gossip}: "
+                              f"{exc}") from None
+
+    def _cluster_key(self) -> bytes:
+        if self.config.cluster_key is not None:
+            return self.config.cluster_key.encode()
+        if self.config.dev:
+            log.warning("DEVELOPMENT MODE: gossip uses the documented development cluster "
+                        "key; set BLOBSTORE_CLUSTER_KEY for anything else")
+            return DEV_CLUSTER_KEY.encode()
+        # A lone node without a key: gossip runs, but nobody can join it.
+        return secrets.token_bytes(32)
+
+    async def _start_gossip(self, nursery: trio.Nursery, svc: Services, transport: Transport,
+                            http_url: str) -> Gossip:
+        """Members carry the addresses the node really listens on (port 0 picks one)."""
+        cfg = self.config
+        seeds = []
+        for seed in cfg.join:
+            try:
+                seeds.append(await resolve_address(str(seed)))
+            except (TransportError, ValueError) as exc:
+                raise ConfigError(f"setting join: {exc}") from None
+        me = MemberMeta(cfg.node_id, transport.address, http_url.split("://", 1)[-1],
+                        zone=cfg.zone, weight=cfg.weight)
+        gossip = Gossip(me, PRESETS[cfg.gossip_preset], transport, self._cluster_key(),
+                        rng=random_source(), wall_ms=lambda: int(self.clock.now() * 1000),
+                        seeds=tuple(seeds), on_view=lambda view: self._on_view(svc, view))
+        svc.metrics.registry.register(GossipCollector(gossip))
+        self._on_view(svc, gossip.view)
+        await nursery.start(gossip.run)
+        return gossip
+
+    def _on_view(self, svc: Services, view: MembershipView) -> None:
+        """Publish a new membership view; rebuild the ring when placement would change."""
+        before = {m.node_id: m for m in svc.membership.members}
+        for member in view.members:
+            old = before.get(member.node_id)
+            if old is None or old.state is not member.state:
+                _log_transition(old, member)
+        placement = lambda v: {(m.node_id, m.weight, m.zone) for m in v.live()}
+        changed = placement(view) != placement(svc.membership)
+        svc.membership = view
+        if changed:
+            svc.ring = Ring.build(view)
 
     async def _serve(self, *, task_status: trio.TaskStatus[list[str]]) -> None:
         self._served = trio.Event()
@@ -207,6 +277,7 @@ class Node:
     def _write_ready(self) -> None:
         path = self.config.data_dir / READY_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"http": self.http_url, "pid": os.getpid(),
-                                   "node_id": self.config.node_id}))
+        gossip = self.gossip.transport.address if self.gossip else None
+        tmp.write_text(json.dumps({"http": self.http_url, "gossip": gossip,
+                                   "pid": os.getpid(), "node_id": self.config.node_id}))
         os.replace(tmp, path)

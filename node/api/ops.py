@@ -19,7 +19,7 @@ async def health(svc: Services) -> Response:
     status = svc.log.status()
     return json_response({"node_id": svc.config.node_id, "status": _status(svc),
                           "coordinator": status.leader,
-                          "members": len(svc.membership.alive())})
+                          "members": len(svc.membership.live())})
 
 
 @endpoint("cluster")

@@ -46,3 +46,8 @@ class MembershipView:
 
     def alive(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if m.state is MemberState.ALIVE)
+
+    def live(self) -> tuple[Member, ...]:
+        """Alive or suspected: a suspect is presumed alive until declared dead."""
+        return tuple(m for m in self.members
+                     if m.state in (MemberState.ALIVE, MemberState.SUSPECT))

@@ -229,3 +229,34 @@ async def _bind_pair(host: str, port: int) -> tuple[trio.socket.SocketType, trio
 def _format_sockaddr(sockaddr: Any) -> str:
     """(host, port) or IPv6 (host, port, flowinfo, scope_id) -> ``"host:port"``."""
     return join_address(sockaddr[0], sockaddr[1])
+
+
+async def resolve_host(host: str) -> str:
+    """An IP literal for ``host`` (the first address the resolver gives).
+
+    Gossip sends to and compares addresses as IP literals; names from the
+    command line (``localhost``) are resolved once, at start-up.
+
+    Raises:
+      TransportError: the name does not resolve.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        infos = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise TransportError(f"cannot resolve {host!r}: {exc}") from exc
+    return str(infos[0][4][0])
+
+
+async def resolve_address(address: str) -> str:
+    """``"name:port"`` -> ``"ip:port"`` (see ``resolve_host``).
+
+    Raises:
+      TransportError: the name does not resolve.
+      ValueError: ``address`` is not ``host:port``.
+    """
+    host, port = split_address(address)
+    return join_address(await resolve_host(host), port)

@@ -25,7 +25,7 @@ class Ring:
 
     @classmethod
     def build(cls, view: MembershipView) -> Ring:
-        alive = sorted(view.alive(), key=lambda m: m.node_id)
+        alive = sorted(view.live(), key=lambda m: m.node_id)
         nodes = {m.node_id: {"weight": m.weight, "vnodes": VNODES_PER_WEIGHT * m.weight}
                  for m in alive}
         return cls(view.version, tuple(nodes), HashRing(nodes=nodes))

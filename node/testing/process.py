@@ -281,6 +281,11 @@ class NodeProcess:
     # -- small HTTP helpers (stdlib, for readiness and setup) ----------------
 
     @property
+    def gossip_address(self) -> str:
+        """The ``host:port`` this node gossips on (others pass it to ``--join``)."""
+        return str(self.ready["gossip"])
+
+    @property
     def address(self) -> tuple[str, int]:
         parts = urlsplit(self.url)
         assert parts.hostname is not None and parts.port is not None, self.url

@@ -23,14 +23,15 @@ KEYS = [hashlib.sha256(str(i).encode()).digest() for i in range(500)]
 FIVE = view(*(member(f"n{i}") for i in range(1, 6)))
 
 
-def test_build_takes_alive_members_and_the_view_version() -> None:
+def test_build_takes_live_members_and_the_view_version() -> None:
+    """Suspects stay in the ring (presumed alive until declared dead); dead and left go."""
     ring = Ring.build(view(member("b"), member("a"), member("s", MemberState.SUSPECT),
                            member("d", MemberState.DEAD), member("l", MemberState.LEFT),
                            version=42))
     assert ring.epoch == 42
-    assert ring.node_ids == ("a", "b")
+    assert ring.node_ids == ("a", "b", "s")
     for key in KEYS[:50]:
-        assert set(ring.replicas_for(key, 5)) == {"a", "b"}
+        assert set(ring.replicas_for(key, 5)) == {"a", "b", "s"}
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5])
