@@ -28,7 +28,7 @@ from node.gossip.config import GossipConfig
 from node.gossip.members import MembershipView
 from node.gossip.messages import Alive, MemberMeta, Packet, PushPull
 from node.gossip.swim import MemberChanged, PushPullWith, Send, Swim
-from node.gossip.wire import (PacketOpener, WireError, WireSizer, receive_push_pull,
+from node.gossip.wire import (Oversize, PacketOpener, WireError, WireSizer, receive_push_pull,
                               seal_packet, seal_push_pull)
 from node.net.transport import Transport, TransportError
 
@@ -59,7 +59,11 @@ class Gossip:
         self._boot = rng.getrandbits(64)
         self._counter = itertools.count(1)
         self._opener = PacketOpener(key)
-        # Refuse at start-up what could never be sent: our own Alive must fit a datagram.
+        # Refuse at start-up what could never be piggybacked: our own Alive must fit.
+        alive_size = WireSizer(me.node_id).update(Alive(incarnation, me))
+        if alive_size > config.piggyback_budget_bytes:
+            raise Oversize(f"this member's metadata takes {alive_size} bytes on the wire; "
+                             f"at most {config.piggyback_budget_bytes} fit a datagram")
         seal_packet(Packet(None, (Alive(incarnation, me),)), key=key, sender=me.node_id,
                     boot=0, counter=0, now_ms=0)
         self.swim = Swim(me, config, rng, trio.current_time(), incarnation=incarnation,
@@ -91,8 +95,12 @@ class Gossip:
         self._flush()
         with trio.move_on_after(timeout_s):
             await trio.sleep(self.config.gossip_interval_s)
-            while self.swim.pending_updates or self._sending:
+            # Alone, there is nobody to tell: the farewell would wait in the queue forever.
+            while (self.swim.pending_updates and self._others_live()) or self._sending:
                 await trio.sleep(self.config.gossip_interval_s)
+
+    def _others_live(self) -> bool:
+        return any(m.node_id != self.swim.me for m in self.view.live())
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -194,12 +202,14 @@ class Gossip:
     async def _answer_push_pull(self, stream: trio.abc.HalfCloseableStream) -> None:
         try:
             async with stream:
-                with trio.move_on_after(PUSH_PULL_TIMEOUT_S):
+                with trio.move_on_after(PUSH_PULL_TIMEOUT_S) as scope:
                     theirs = await self._exchange(stream, None, first=False)
                     if theirs is not None:
                         self.counters["push_pulls_answered"] += 1
                         self.swim.merge(trio.current_time(), theirs)
                         self._flush()
+                if scope.cancelled_caught:
+                    self.counters["push_pulls_failed"] += 1
         finally:
             self._inbound.release()
 

@@ -34,13 +34,18 @@ def suspicion_timeout(confirmations: int, expected: int, min_s: float, max_s: fl
 
 @dataclass(slots=True)
 class Suspicion:
-    """One running suspicion: when it started and who confirmed it."""
+    """One running suspicion: when it started, who raised it and who confirmed it.
+
+    The member that raised the suspicion is remembered but not counted: only
+    *independent* confirmations shorten the timeout.
+    """
 
     incarnation: int
     started_s: float
     min_s: float
     max_s: float
     expected: int
+    origin: str = ""
     confirmed_by: set[str] = field(default_factory=set)
     #: The final check: the sequence number of our own probe of the suspect, sent when
     #: the timeout ran out, and when that probe ends (then, with no answer, it is dead).
@@ -54,8 +59,8 @@ class Suspicion:
                                                   self.min_s, self.max_s)
 
     def confirm(self, by: str) -> bool:
-        """Count an independent confirmation; False if ``by`` already confirmed."""
-        if by in self.confirmed_by:
+        """Count an independent confirmation; False if ``by`` raised or already confirmed it."""
+        if by in self.confirmed_by or by == self.origin:
             return False
         self.confirmed_by.add(by)
         return True

@@ -38,6 +38,9 @@ from node.gossip.suspicion import Suspicion, suspicion_bounds
 if TYPE_CHECKING:
     import random  # noqa: TID251 - only the type: the generator is seeded and injected
 
+#: Incarnations the wire format can carry are below this (a varint of at most 63 bits).
+MAX_INCARNATION = 2**63 - 1
+
 ALIVE, SUSPECT, DEAD, LEFT = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD,
                               MemberState.LEFT)
 
@@ -90,6 +93,9 @@ class _Probe:
     target: str
     indirect_at: float
     ends_at: float
+    #: The target's incarnation when the probe began: a failure says nothing about a
+    #: newer incarnation it announced meanwhile.
+    incarnation: int = 0
     acked: bool = False
     indirect_sent: bool = False
     expected_nacks: int = 0
@@ -159,7 +165,7 @@ class Swim:
         self._next_reap_s = now + config.reap_after_s / 10
         self._next_join_s = math.inf
         self._join_backoff_s = config.probe_interval_s
-        self._queue.put(Alive(incarnation, me))
+        self._enqueue(Alive(incarnation, me))
 
     # -- outputs ---------------------------------------------------------------------------
 
@@ -213,7 +219,7 @@ class Swim:
         entry.incarnation += 1
         self._set_state(entry, LEFT, now)
         self.leaving = True
-        self._queue.put(Dead(self.me, entry.incarnation, self.me))
+        self._enqueue(Dead(self.me, entry.incarnation, self.me))
         for target in self._random_members(self.config.gossip_nodes * 2, exclude=()):
             self._send(target.meta.gossip_addr, None)
 
@@ -240,7 +246,7 @@ class Swim:
 
     def _retry_join(self, now: float) -> None:
         """Until someone answers, ask a seed again, backing off to the push-pull interval."""
-        if self._count() > 1 or self.leaving:
+        if self._count() > 1 or self.leaving or not self._seeds:
             self._next_join_s = math.inf
             return
         self._effects.append(PushPullWith(self._rng.choice(self._seeds), join=True))
@@ -263,6 +269,8 @@ class Swim:
             self.apply(now, state)
 
     def apply(self, now: float, update: Update) -> None:
+        if update.incarnation >= MAX_INCARNATION:
+            return  # nobody could refute it: a claim at the ceiling is never legitimate
         if isinstance(update, Alive):
             self._on_alive(now, update)
         elif isinstance(update, Suspect):
@@ -278,8 +286,10 @@ class Swim:
                 self._send(from_addr, Ack(message.seq, self.me))
         elif isinstance(message, PingReq):
             seq = self._next_seq()
+            # Nack within 80% of the probe timeout: the prober sent this PingReq one probe
+            # timeout into its period, and its period is at least two timeouts long.
             self._relays[seq] = _Relay(from_addr, message.seq,
-                                       now + self.config.probe_timeout_s)
+                                       now + 0.8 * self.config.probe_timeout_s)
             self._send(message.target_addr, Ping(seq, self.me, message.target))
         elif isinstance(message, Ack):
             relay = self._relays.pop(message.seq, None)
@@ -326,7 +336,8 @@ class Swim:
             return
         seq = self._next_seq()
         self._probe = _Probe(seq, target.meta.node_id,
-                             now + self.config.probe_timeout_s * self._scale(), now + interval)
+                             now + self.config.probe_timeout_s * self._scale(), now + interval,
+                             target.incarnation)
         self.stats["probes_sent"] += 1
         # Lifeguard's buddy system: a suspect hears of its suspicion from whoever probes it,
         # not only by the luck of the epidemic, so it can refute in time.
@@ -354,7 +365,8 @@ class Swim:
         missing = probe.expected_nacks - probe.nacks if probe.expected_nacks else 1
         self.awareness = min(self.config.awareness_max - 1, self.awareness + max(0, missing))
         entry = self._members.get(probe.target)
-        if entry is not None and entry.state in (ALIVE, SUSPECT):
+        if entry is not None and entry.state in (ALIVE, SUSPECT) \
+                and entry.incarnation == probe.incarnation:
             self.stats["suspicions_raised"] += entry.state is ALIVE
             self._on_suspect(now, Suspect(probe.target, entry.incarnation, self.me))
 
@@ -381,14 +393,14 @@ class Swim:
         if entry is None:
             entry = self._members[node_id] = _Entry(update.meta, update.incarnation, ALIVE, now)
             self._changed(entry)
-            self._queue.put(update)
+            self._enqueue(update)
             return
         if update.incarnation <= entry.incarnation:
             return
         self._end_suspicion(node_id)
         entry.meta, entry.incarnation = update.meta, update.incarnation
         self._set_state(entry, ALIVE, now)
-        self._queue.put(update)
+        self._enqueue(update)
 
     def _on_suspect(self, now: float, update: Suspect) -> None:
         node_id = update.node_id
@@ -410,13 +422,13 @@ class Swim:
         if entry.state is SUSPECT and suspicion is not None \
                 and suspicion.incarnation == update.incarnation:
             if suspicion.confirm(update.by):
-                self._queue.put(update)
+                self._enqueue(update)
             return
         entry.incarnation = update.incarnation
         self._set_state(entry, SUSPECT, now)
         self._end_suspicion(node_id)
         self._suspicions[node_id] = self._new_suspicion(now, update)
-        self._queue.put(update)
+        self._enqueue(update)
 
     def _new_suspicion(self, now: float, update: Suspect) -> Suspicion:
         n = self._count()
@@ -425,10 +437,7 @@ class Swim:
         expected = max(0, int(self.config.suspicion_mult) - 2)
         if n - 2 < expected:
             expected = 0
-        suspicion = Suspicion(update.incarnation, now, low, high, expected)
-        if update.by != self.me:
-            suspicion.confirm(update.by)
-        return suspicion
+        return Suspicion(update.incarnation, now, low, high, expected, origin=update.by)
 
     def _on_dead(self, now: float, update: Dead) -> None:
         node_id = update.node_id
@@ -446,7 +455,7 @@ class Swim:
         self._end_suspicion(node_id)
         entry.incarnation = update.incarnation
         self._set_state(entry, new_state, now)
-        self._queue.put(update)
+        self._enqueue(update)
 
     def _expire_suspicions(self, now: float) -> None:
         for node_id, suspicion in list(self._suspicions.items()):
@@ -497,7 +506,7 @@ class Swim:
         entry = self._members[self.me]
         entry.incarnation = max(entry.incarnation, claimed) + 1
         self._changed(entry)
-        self._queue.put(Alive(entry.incarnation, entry.meta))
+        self._enqueue(Alive(entry.incarnation, entry.meta))
 
     def _set_state(self, entry: _Entry, state: MemberState, now: float) -> None:
         entry.state = state
@@ -512,6 +521,12 @@ class Swim:
 
     def _count(self) -> int:
         return sum(1 for e in self._members.values() if e.state in (ALIVE, SUSPECT))
+
+    def _enqueue(self, update: Update) -> None:
+        """Queue an update for piggybacking; one too big for any datagram's budget could
+        never leave the queue, so it spreads by push-pull only."""
+        if self._update_size(update) <= self.config.piggyback_budget_bytes:
+            self._queue.put(update)
 
     def _send(self, to: str, message: ProtocolMessage | None,
               first: tuple[Update, ...] = ()) -> None:
@@ -566,7 +581,8 @@ class Swim:
 
     def _reap(self, now: float) -> None:
         for node_id, entry in list(self._members.items()):
-            if entry.state in (DEAD, LEFT) and now - entry.since_s >= self.config.reap_after_s:
+            if node_id != self.me and entry.state in (DEAD, LEFT) \
+                    and now - entry.since_s >= self.config.reap_after_s:
                 del self._members[node_id]
                 self._changed(entry, removed=True)
 
