@@ -1,0 +1,676 @@
+"""The Raft state machine, sans I/O: messages and time in; messages, persistence and
+committed entries out.
+
+The driver's loop (the contract every driver and simulator keeps)::
+
+    raft.tick(now) / raft.receive(now, msg) / raft.propose(...) / raft.read_index(...)
+    ready = raft.ready()
+    1. truncate the durable log from ready.truncate_from, append ready.entries,
+       install ready.snapshot, persist ready.hard_state -- and fsync;
+    2. only then send ready.messages (a vote or an Ack must never outrun the disk);
+    3. apply ready.committed in order; answer ready.reads once applied >= their index;
+    raft.advance(ready)
+
+Safety rests on the paper's rules; liveness and availability on these choices:
+
+* **Pre-vote** (dissertation 9.6): a node first asks whether it *would* win at
+  term+1; nobody changes term for that. A node returning from a partition
+  cannot depose a healthy leader.
+* **Leader lease for votes and check-quorum**: a voter that heard from a leader
+  within the minimum election timeout ignores vote requests (unless sent for a
+  leadership transfer); a leader that has not heard from a quorum within an
+  election timeout steps down, so a minority leader stops accepting writes.
+* **Reads are ReadIndex** (dissertation 6.4), not a clock lease: a leader
+  confirms with one heartbeat round to a quorum that it still leads, then the
+  read waits until the commit index of that moment is applied. It stays correct
+  when a process is paused (SIGSTOP) or a clock jumps, which a lease does not.
+* **Single-server membership changes** take effect when appended; one at a
+  time, and only after the leader committed an entry of its own term.
+* **Leadership transfer** (dissertation 3.10) on graceful leave.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from node.raft.log import RaftLog
+from node.raft.messages import (AppendRequest, AppendResponse, Entry, EntryKind, Membership,
+                                Message, SnapshotMeta, SnapshotRequest, SnapshotResponse,
+                                TimeoutNow, VoteRequest, VoteResponse)
+
+if TYPE_CHECKING:
+    import random  # noqa: TID251 - only the type: the generator is seeded and injected
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class NotLeader(Exception):
+    """This node cannot take the request; ``leader`` is who can, if known."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the leader (leader: {leader})")
+        self.leader = leader
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    #: Followers wait a random time in [election_timeout_s, 2 * election_timeout_s) without
+    #: hearing from a leader before they stand; failover takes about that long.
+    election_timeout_s: float = 0.8
+    #: Well below the election timeout, so a few lost heartbeats do not start an election.
+    heartbeat_interval_s: float = 0.15
+    #: Bytes of entries per AppendRequest (the batch size when a follower catches up).
+    max_append_bytes: int = 1024 * 1024
+    #: A leadership transfer that has not finished after this long is abandoned.
+    transfer_timeout_s: float = 1.6
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    term: int
+    voted_for: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A ReadIndex answer: reads tagged ``context`` are linearizable once ``index`` is
+    applied; ``index`` is None when the read could not be served (leadership lost)."""
+
+    context: object
+    index: int | None
+
+
+@dataclass
+class Ready:
+    hard_state: HardState | None = None
+    truncate_from: int | None = None
+    entries: list[Entry] = field(default_factory=list)
+    snapshot: SnapshotRequest | None = None
+    messages: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    reads: list[ReadState] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.hard_state or self.truncate_from is not None or self.entries
+                    or self.snapshot or self.messages or self.committed or self.reads)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """The leader's knowledge of one follower."""
+
+    next_index: int
+    match_index: int = 0
+    #: Optimistic pipelining once the follower is known to match; one probe at a time before.
+    replicating: bool = False
+    snapshot_sent_s: float | None = None
+    last_heard_s: float = -1e18
+    round_acked: int = 0
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    context: object
+    index: int
+    round: int
+
+
+class Raft:
+    def __init__(self, node_id: str, config: RaftConfig, rng: random.Random, now: float, *,
+                 hard_state: HardState = HardState(0, None),
+                 snapshot: SnapshotMeta | None = None, entries: list[Entry] | None = None,
+                 applied: int = 0) -> None:
+        self.id = node_id
+        self.config = config
+        self._rng = rng
+        self.log = RaftLog(snapshot, entries) if snapshot else RaftLog(entries=entries)
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        #: Never below what the snapshot or the applied state machine proves committed.
+        self.commit_index = max(self.log.snapshot.index, min(applied, self.log.last_index))
+        self._handed = self.commit_index  # committed entries given to the driver to apply
+        self._persisted = self.log.last_index  # what the durable log is known to hold
+        self._membership_index, self.membership = self.log.latest_membership()
+        self._hard_saved = HardState(self.term, self.voted_for)
+        self._ready = Ready()
+        self._votes: set[str] = set()
+        self._progress: dict[str, _Progress] = {}
+        self._round = 0
+        self._reads: list[_PendingRead] = []
+        self._waiting_reads: list[object] = []
+        self._transfer_to: str | None = None
+        self._transfer_until = 0.0
+        self._heard_leader_s = -1e18
+        self._term_started_index = 0
+        self._now = now
+        self.stats = {"elections": 0, "leader_changes": 0, "snapshots_sent": 0,
+                      "snapshots_installed": 0}
+        self._reset_election_timer(now)
+
+    # -- what the driver reads --------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    def progress(self) -> dict[str, int]:
+        """Followers' match indexes (leader only; empty otherwise)."""
+        return {peer: p.match_index for peer, p in self._progress.items()}
+
+    def next_deadline(self) -> float:
+        if self.role is Role.LEADER:
+            deadline = min(self._next_heartbeat_s, self._quorum_check_s)
+            if self._transfer_to is not None:
+                deadline = min(deadline, self._transfer_until)
+            return deadline
+        return self._election_deadline_s
+
+    def ready(self) -> Ready:
+        ready = self._ready
+        hard = HardState(self.term, self.voted_for)
+        if hard != self._hard_saved:
+            ready.hard_state = hard
+        end = min(self.commit_index, self._persisted if self.role is not Role.LEADER
+                  else self.log.last_index)
+        if end > self._handed:
+            start = max(self._handed + 1, self.log.first_index)
+            ready.committed = [self.log.entry(i) for i in range(start, end + 1)]
+        self._ready = Ready()
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The driver persisted, sent and applied ``ready``."""
+        if ready.hard_state is not None:
+            self._hard_saved = ready.hard_state
+        if ready.snapshot is not None:
+            self._persisted = max(self._persisted, ready.snapshot.meta.index)
+        if ready.entries:
+            self._persisted = max(self._persisted, ready.entries[-1].index)
+        if ready.truncate_from is not None:
+            self._persisted = min(self._persisted, self.log.last_index)
+        if ready.committed:
+            self._handed = max(self._handed, ready.committed[-1].index)
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    # -- inputs: client requests ------------------------------------------------------------
+
+    def propose(self, now: float, data: bytes, kind: EntryKind = EntryKind.COMMAND) -> Entry:
+        """Append a command; it is committed when it appears in ``Ready.committed`` with the
+        same index and term (a different term there means it was lost)."""
+        if self.role is not Role.LEADER or self._transfer_to is not None:
+            raise NotLeader(self.leader if self.role is not Role.LEADER else None)
+        entry = Entry(self.log.last_index + 1, self.term, kind, data)
+        self._append_own(entry)
+        self._broadcast_append(now)
+        return entry
+
+    def change_membership(self, now: float, membership: Membership) -> Entry:
+        """Single-server change: one at a time, after this term's first commit."""
+        if self.role is not Role.LEADER or self._transfer_to is not None:
+            raise NotLeader(self.leader)
+        if not self._committed_in_term() or self._membership_index > self.commit_index:
+            raise ChangeInProgress("a membership change is still being committed")
+        old = self.membership
+        if len(old.voters ^ membership.voters) > 1:
+            raise ValueError("change one voter at a time")
+        if not membership.voters:
+            raise ValueError("a membership needs at least one voter")
+        return self.propose(now, membership.encode(), EntryKind.MEMBERSHIP)
+
+    def read_index(self, now: float, context: object) -> None:
+        """Ask for a linearizable read point; the answer comes as a ``ReadState``."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if not self._committed_in_term():
+            self._waiting_reads.append(context)
+            return
+        self._start_read(now, context)
+
+    def transfer_leadership(self, now: float, target: str | None = None) -> str | None:
+        """Hand leadership to ``target`` (or the most up-to-date voter); the chosen one."""
+        if self.role is not Role.LEADER:
+            return None
+        voters = [v for v in self.membership.voters if v != self.id and v in self._progress]
+        if target is None:
+            if not voters:
+                return None
+            target = max(sorted(voters), key=lambda v: self._progress[v].match_index)
+        if target not in voters:
+            return None
+        self._transfer_to = target
+        self._transfer_until = now + self.config.transfer_timeout_s
+        self._maybe_send_timeout_now(now)
+        return target
+
+    def snapshot_meta(self, index: int) -> SnapshotMeta:
+        """The meta of a snapshot of the state after applying ``index`` (<= applied)."""
+        term = self.log.term_at(index)
+        if term is None or index > self._handed:
+            raise ValueError(f"index {index} is not applied or no longer in the log")
+        return SnapshotMeta(index, term, self.log.membership_at(index))
+
+    def compact(self, snapshot: SnapshotMeta) -> None:
+        """The driver saved a snapshot of the applied state: forget the log it covers."""
+        if snapshot.index > self._handed:
+            raise ValueError("cannot compact past what was applied")
+        self.log.compact(snapshot)
+
+    # -- inputs: time and messages ----------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        self._now = now
+        if self.role is Role.LEADER:
+            if now >= self._quorum_check_s:
+                self._check_quorum(now)
+                if self.role is not Role.LEADER:
+                    return
+            if self._transfer_to is not None and now >= self._transfer_until:
+                self._transfer_to = None
+            if now >= self._next_heartbeat_s:
+                self._broadcast_append(now)
+            return
+        if now >= self._election_deadline_s:
+            if self.id in self.membership.voters:
+                self._start_pre_vote(now)
+            else:
+                self._reset_election_timer(now)
+
+    def receive(self, now: float, msg: Message) -> None:
+        self._now = now
+        if msg.dest != self.id:
+            return
+        if msg.term > self.term:
+            if isinstance(msg, VoteRequest) and not msg.transfer and self._in_lease(now):
+                return  # a leader is alive: do not let this candidate disrupt it
+            if isinstance(msg, VoteRequest) and msg.pre_vote:
+                pass  # a pre-vote never changes anyone's term
+            elif isinstance(msg, VoteResponse) and msg.pre_vote and msg.granted:
+                pass  # granted pre-votes carry the proposed term, not the voter's
+            else:
+                leader = msg.source if isinstance(msg, (AppendRequest, SnapshotRequest)) \
+                    else None
+                self._become_follower(now, msg.term, leader)
+        elif msg.term < self.term:
+            self._answer_stale(msg)
+            return
+        if isinstance(msg, VoteRequest):
+            self._on_vote_request(now, msg)
+        elif isinstance(msg, VoteResponse):
+            self._on_vote_response(now, msg)
+        elif isinstance(msg, AppendRequest):
+            self._on_append(now, msg)
+        elif isinstance(msg, AppendResponse):
+            self._on_append_response(now, msg)
+        elif isinstance(msg, SnapshotRequest):
+            self._on_snapshot(now, msg)
+        elif isinstance(msg, SnapshotResponse):
+            self._on_snapshot_response(now, msg)
+        elif isinstance(msg, TimeoutNow):
+            if self.id in self.membership.voters and self.role is not Role.LEADER:
+                self._start_election(now, transfer=True)
+
+    # -- elections --------------------------------------------------------------------------
+
+    def _reset_election_timer(self, now: float) -> None:
+        timeout = self.config.election_timeout_s
+        self._election_deadline_s = now + self._rng.uniform(timeout, 2 * timeout)
+
+    def _in_lease(self, now: float) -> bool:
+        if self.role is Role.LEADER:
+            return True
+        return self.leader is not None and \
+            now - self._heard_leader_s < self.config.election_timeout_s
+
+    def _log_ok(self, last_index: int, last_term: int) -> bool:
+        return (last_term, last_index) >= (self.log.last_term, self.log.last_index)
+
+    def _start_pre_vote(self, now: float) -> None:
+        self.role = Role.PRE_CANDIDATE
+        self.leader = None
+        self._votes = {self.id}
+        self._reset_election_timer(now)
+        if self._won():
+            self._start_election(now)
+            return
+        for voter in sorted(self.membership.voters - {self.id}):
+            self._send(VoteRequest(self.term + 1, self.id, voter, self.log.last_index,
+                                   self.log.last_term, pre_vote=True))
+
+    def _start_election(self, now: float, *, transfer: bool = False) -> None:
+        self.stats["elections"] += 1
+        self.role = Role.CANDIDATE
+        self.term += 1
+        self.voted_for = self.id
+        self.leader = None
+        self._votes = {self.id}
+        self._reset_election_timer(now)
+        if self._won():
+            self._become_leader(now)
+            return
+        for voter in sorted(self.membership.voters - {self.id}):
+            self._send(VoteRequest(self.term, self.id, voter, self.log.last_index,
+                                   self.log.last_term, transfer=transfer))
+
+    def _won(self) -> bool:
+        return len(self._votes & self.membership.voters) >= self.membership.quorum()
+
+    def _on_vote_request(self, now: float, msg: VoteRequest) -> None:
+        if msg.pre_vote:
+            granted = msg.term > self.term and self._log_ok(msg.last_index, msg.last_term) \
+                and not self._in_lease(now)
+            self._send(VoteResponse(msg.term if granted else self.term, self.id, msg.source,
+                                    granted, pre_vote=True))
+            return
+        granted = self.voted_for in (None, msg.source) and \
+            self._log_ok(msg.last_index, msg.last_term)
+        if granted:
+            self.voted_for = msg.source
+            self._reset_election_timer(now)
+        self._send(VoteResponse(self.term, self.id, msg.source, granted))
+
+    def _on_vote_response(self, now: float, msg: VoteResponse) -> None:
+        if msg.pre_vote and self.role is Role.PRE_CANDIDATE and msg.term == self.term + 1:
+            if msg.granted:
+                self._votes.add(msg.source)
+                if self._won():
+                    self._start_election(now)
+        elif not msg.pre_vote and self.role is Role.CANDIDATE and msg.term == self.term:
+            if msg.granted:
+                self._votes.add(msg.source)
+                if self._won():
+                    self._become_leader(now)
+
+    def _become_follower(self, now: float, term: int, leader: str | None) -> None:
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        was_leader = self.role is Role.LEADER
+        self.role = Role.FOLLOWER
+        if leader is not None and leader != self.leader:
+            self.stats["leader_changes"] += 1
+        self.leader = leader
+        if leader is not None:
+            self._heard_leader_s = now
+        self._progress = {}
+        self._transfer_to = None
+        self._term_started_index = 0
+        if was_leader or self._reads or self._waiting_reads:
+            self._fail_reads()
+        self._reset_election_timer(now)
+
+    def _become_leader(self, now: float) -> None:
+        self.role = Role.LEADER
+        self.leader = self.id
+        self.stats["leader_changes"] += 1
+        self._transfer_to = None
+        self._progress = {peer: _Progress(self.log.last_index + 1, last_heard_s=now)
+                          for peer in self.membership.members - {self.id}}
+        self._quorum_check_s = now + self.config.election_timeout_s
+        self._append_own(Entry(self.log.last_index + 1, self.term, EntryKind.NOOP))
+        self._term_started_index = self.log.last_index
+        self._broadcast_append(now)
+
+    def _check_quorum(self, now: float) -> None:
+        window = self.config.election_timeout_s
+        heard = {p for p, prog in self._progress.items() if now - prog.last_heard_s < window}
+        if len((heard | {self.id}) & self.membership.voters) < self.membership.quorum():
+            self._become_follower(now, self.term, None)
+            return
+        self._quorum_check_s = now + window
+
+    # -- replication: leader ----------------------------------------------------------------
+
+    def _append_own(self, entry: Entry) -> None:
+        self.log.append([entry])
+        self._ready.entries.append(entry)
+        if entry.kind is EntryKind.MEMBERSHIP:
+            self._set_membership(entry.index, Membership.decode(entry.data))
+
+    def _set_membership(self, index: int, membership: Membership) -> None:
+        self._membership_index, self.membership = index, membership
+        if self.role is Role.LEADER:
+            for peer in membership.members - {self.id}:
+                self._progress.setdefault(peer, _Progress(self.log.last_index + 1))
+            for peer in set(self._progress) - membership.members:
+                del self._progress[peer]
+
+    def _broadcast_append(self, now: float) -> None:
+        self._round += 1
+        for peer in sorted(self._progress):
+            self._send_append(now, peer)
+        self._next_heartbeat_s = now + self.config.heartbeat_interval_s
+
+    def _send_append(self, now: float, peer: str) -> None:
+        progress = self._progress[peer]
+        if progress.next_index <= self.log.snapshot.index:
+            self._send_snapshot(now, peer, progress)
+            return
+        prev = progress.next_index - 1
+        prev_term = self.log.term_at(prev)
+        assert prev_term is not None, (prev, self.log.snapshot, self.log.last_index)
+        # Probing (match unknown): resend from next_index each time. Replicating: pipeline,
+        # moving next_index past what is in flight; a lost request shows as a rejection.
+        entries = self.log.slice(progress.next_index, self.log.last_index + 1,
+                                 self.config.max_append_bytes)
+        if progress.replicating and entries:
+            progress.next_index = entries[-1].index + 1
+        # The follower commits at most up to what this request proves it holds.
+        self._send(AppendRequest(self.term, self.id, peer, prev, prev_term, entries,
+                                 self.commit_index, self._round))
+
+    def _send_snapshot(self, now: float, peer: str, progress: _Progress) -> None:
+        if progress.snapshot_sent_s is not None and \
+                now - progress.snapshot_sent_s < self.config.election_timeout_s:
+            return
+        progress.snapshot_sent_s = now
+        self.stats["snapshots_sent"] += 1
+        self._send(SnapshotRequest(self.term, self.id, peer, self.log.snapshot))
+
+    def _on_append_response(self, now: float, msg: AppendResponse) -> None:
+        progress = self._progress.get(msg.source)
+        if self.role is not Role.LEADER or progress is None:
+            return
+        progress.last_heard_s = now
+        progress.round_acked = max(progress.round_acked, msg.round)
+        if msg.success:
+            if msg.match_index > progress.match_index:
+                progress.match_index = msg.match_index
+            progress.next_index = max(progress.next_index, progress.match_index + 1)
+            progress.replicating = True
+            self._maybe_commit()
+            self._maybe_send_timeout_now(now)
+            if progress.next_index <= self.log.last_index:
+                self._send_append(now, msg.source)
+        elif msg.prev_index >= progress.match_index:
+            progress.replicating = False
+            progress.next_index = self._backtrack(msg, progress)
+            self._send_append(now, msg.source)
+        self._serve_reads()
+
+    def _backtrack(self, msg: AppendResponse, progress: _Progress) -> int:
+        """Skip a whole conflicting term per round trip (the paper's 5.3 optimisation)."""
+        if msg.conflict_term:
+            last = self.log.last_index_of_term(msg.conflict_term)
+            if last is not None:
+                return max(progress.match_index + 1, min(last + 1, msg.prev_index))
+        return max(progress.match_index + 1, min(msg.conflict_index, msg.prev_index))
+
+    def _on_snapshot_response(self, now: float, msg: SnapshotResponse) -> None:
+        progress = self._progress.get(msg.source)
+        if self.role is not Role.LEADER or progress is None:
+            return
+        progress.last_heard_s = now
+        progress.snapshot_sent_s = None
+        progress.match_index = max(progress.match_index, msg.match_index)
+        progress.next_index = progress.match_index + 1
+        progress.replicating = False
+        self._maybe_commit()
+        self._send_append(now, msg.source)
+
+    def _maybe_commit(self) -> None:
+        """Commit the highest index of this term a quorum of voters (self included) holds."""
+        matches = [p.match_index for peer, p in self._progress.items()
+                   if peer in self.membership.voters]
+        if self.id in self.membership.voters:
+            matches.append(self._persisted)
+        if len(matches) < self.membership.quorum():
+            return
+        matches.sort(reverse=True)
+        candidate = matches[self.membership.quorum() - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            if self._committed_in_term():
+                waiting, self._waiting_reads = self._waiting_reads, []
+                for context in waiting:
+                    self._start_read_index_only(context)
+            if self.id not in self.membership.voters and \
+                    self._membership_index <= self.commit_index:
+                self._become_follower(self._now, self.term, None)  # removed: step down
+
+    def _committed_in_term(self) -> bool:
+        """This leader's first entry (its no-op) is committed: its commit index is current."""
+        return self.role is Role.LEADER and self.commit_index >= self._term_started_index > 0
+
+    def _maybe_send_timeout_now(self, now: float) -> None:
+        target = self._transfer_to
+        if target is None or self.role is not Role.LEADER:
+            return
+        progress = self._progress.get(target)
+        if progress is not None and progress.match_index == self.log.last_index:
+            self._send(TimeoutNow(self.term, self.id, target))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _start_read(self, now: float, context: object) -> None:
+        self._start_read_index_only(context)
+        self._broadcast_append(now)
+
+    def _start_read_index_only(self, context: object) -> None:
+        self._reads.append(_PendingRead(context, self.commit_index, self._round + 1))
+        if len(self.membership.voters - {self.id}) == 0:
+            self._serve_reads()
+
+    def _serve_reads(self) -> None:
+        if not self._reads:
+            return
+        acked = sorted((p.round_acked for peer, p in self._progress.items()
+                        if peer in self.membership.voters), reverse=True)
+        need = self.membership.quorum() - (1 if self.id in self.membership.voters else 0)
+        confirmed = acked[need - 1] if need > 0 and len(acked) >= need else \
+            (self._round + 1 if need <= 0 else 0)
+        still = []
+        for read in self._reads:
+            if read.round <= confirmed:
+                self._ready.reads.append(ReadState(read.context, read.index))
+            else:
+                still.append(read)
+        self._reads = still
+
+    def _fail_reads(self) -> None:
+        for read in self._reads:
+            self._ready.reads.append(ReadState(read.context, None))
+        for context in self._waiting_reads:
+            self._ready.reads.append(ReadState(context, None))
+        self._reads, self._waiting_reads = [], []
+
+    # -- replication: follower --------------------------------------------------------------
+
+    def _heard_from_leader(self, now: float, leader: str) -> None:
+        if self.role is not Role.FOLLOWER or self.leader != leader:
+            self._become_follower(now, self.term, leader)
+        self._heard_leader_s = now
+        self._reset_election_timer(now)
+
+    def _on_append(self, now: float, msg: AppendRequest) -> None:
+        self._heard_from_leader(now, msg.source)
+        prev_term = self.log.term_at(msg.prev_index)
+        if msg.prev_index < self.log.snapshot.index:
+            # Everything up to our snapshot is committed and so matches the leader.
+            skip = self.log.snapshot.index - msg.prev_index
+            entries = msg.entries[skip:]
+            prev_index, prev_term = self.log.snapshot.index, self.log.snapshot.term
+        else:
+            entries, prev_index = msg.entries, msg.prev_index
+        if prev_term is None or (prev_index == msg.prev_index and prev_term != msg.prev_term):
+            self._reject_append(msg)
+            return
+        truncated = self.log.append(entries)
+        if truncated is not None:
+            self._ready.truncate_from = truncated if self._ready.truncate_from is None \
+                else min(self._ready.truncate_from, truncated)
+            self._ready.entries = [e for e in self._ready.entries if e.index < truncated]
+            self._persisted = min(self._persisted, truncated - 1)
+            if self._membership_index >= truncated:
+                self._membership_index, self.membership = self.log.latest_membership()
+        new = [e for e in entries if e.index > self._persisted and
+               (not self._ready.entries or e.index > self._ready.entries[-1].index)]
+        self._ready.entries.extend(new)
+        for entry in new:
+            if entry.kind is EntryKind.MEMBERSHIP:
+                self._set_membership(entry.index, Membership.decode(entry.data))
+        last_new = prev_index + len(entries)
+        if msg.commit > self.commit_index:
+            self.commit_index = max(self.commit_index, min(msg.commit, last_new))
+        self._send(AppendResponse(self.term, self.id, msg.source, True, last_new,
+                                  prev_index=msg.prev_index, round=msg.round))
+
+    def _reject_append(self, msg: AppendRequest) -> None:
+        if msg.prev_index > self.log.last_index:
+            conflict_index, conflict_term = self.log.last_index + 1, 0
+        else:
+            conflict_term = self.log.term_at(msg.prev_index) or 0
+            conflict_index = self.log.first_index_of_term(conflict_term, msg.prev_index)
+        self._send(AppendResponse(self.term, self.id, msg.source, False, 0, conflict_index,
+                                  conflict_term, msg.prev_index, msg.round))
+
+    def _on_snapshot(self, now: float, msg: SnapshotRequest) -> None:
+        self._heard_from_leader(now, msg.source)
+        meta = msg.meta
+        if meta.index <= self.commit_index:
+            self._send(SnapshotResponse(self.term, self.id, msg.source, self.commit_index))
+            return
+        self.stats["snapshots_installed"] += 1
+        self.log.compact(meta)
+        if self.log.last_index < meta.index:
+            self.log = type(self.log)(meta)
+            self._ready.truncate_from = 1
+            self._ready.entries = []
+        self._ready.snapshot = msg
+        self.commit_index = max(self.commit_index, meta.index)
+        self._handed = max(self._handed, meta.index)
+        self._persisted = max(self._persisted, meta.index)
+        self._membership_index, self.membership = self.log.latest_membership()
+        self._send(SnapshotResponse(self.term, self.id, msg.source, meta.index))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _answer_stale(self, msg: Message) -> None:
+        """Tell a deposed leader or a late candidate about the newer term."""
+        if isinstance(msg, AppendRequest):
+            self._send(AppendResponse(self.term, self.id, msg.source, False, 0,
+                                      prev_index=msg.prev_index))
+        elif isinstance(msg, VoteRequest):
+            self._send(VoteResponse(self.term, self.id, msg.source, False, msg.pre_vote))
+        elif isinstance(msg, SnapshotRequest):
+            self._send(SnapshotResponse(self.term, self.id, msg.source, 0))
+
+    def _send(self, msg: Message) -> None:
+        self._ready.messages.append(msg)
+
+    def __repr__(self) -> str:
+        return (f"<Raft {self.id} {self.role.value} term={self.term} "
+                f"last={self.log.last_index} commit={self.commit_index}>")
+
+
+class ChangeInProgress(Exception):
+    """A membership change is already under way; try again when it has committed."""

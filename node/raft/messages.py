@@ -1,0 +1,159 @@
+"""Raft's nouns as frozen values: log entries, memberships and the RPC messages.
+
+Every message names its ``source`` and ``dest`` and carries the sender's
+``term``. Requests and responses are separate one-way messages (as in the
+Raft paper's reference implementation): the driver may deliver them in any
+order, late, twice or never, and the core copes with all of it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Union
+
+
+class EntryKind(enum.IntEnum):
+    COMMAND = 0    # opaque bytes for the state machine (a metadata command)
+    MEMBERSHIP = 1  # a new Membership, in force from the moment it is in a log
+    NOOP = 2       # a new leader's first entry, so entries of older terms can commit
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    index: int
+    term: int
+    kind: EntryKind = EntryKind.COMMAND
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Voters decide elections and commits; learners only receive the log."""
+
+    voters: frozenset[str] = frozenset()
+    learners: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.voters & self.learners:
+            raise ValueError(f"both voter and learner: {sorted(self.voters & self.learners)}")
+
+    @property
+    def members(self) -> frozenset[str]:
+        return self.voters | self.learners
+
+    def quorum(self) -> int:
+        return len(self.voters) // 2 + 1
+
+    def encode(self) -> bytes:
+        return json.dumps({"voters": sorted(self.voters),
+                           "learners": sorted(self.learners)}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Membership:
+        """Raises ValueError for anything but the output of ``encode``."""
+        body = json.loads(data)
+        if not isinstance(body, dict) or set(body) != {"voters", "learners"}:
+            raise ValueError("a membership has exactly voters and learners")
+        lists = body["voters"], body["learners"]
+        if not all(isinstance(ids, list) and all(isinstance(i, str) and i for i in ids)
+                   for ids in lists):
+            raise ValueError("voters and learners are lists of node ids")
+        return cls(frozenset(lists[0]), frozenset(lists[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot covers: the state after applying every entry up to ``index``."""
+
+    index: int
+    term: int
+    membership: Membership
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    term: int
+    source: str
+    dest: str
+    last_index: int
+    last_term: int
+    #: A pre-vote asks "would you vote for me at ``term``?" without anyone changing term.
+    pre_vote: bool = False
+    #: Sent because the leader handed over (TimeoutNow): voters ignore their leader lease.
+    transfer: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    source: str
+    dest: str
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    term: int
+    source: str
+    dest: str
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    #: The leader's heartbeat round; echoed, so a ReadIndex knows a quorum still follows.
+    round: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    term: int
+    source: str
+    dest: str
+    success: bool
+    #: On success the follower's last index that matches the leader (prev + entries).
+    match_index: int
+    #: On failure, where the leader should look next (fast backtracking).
+    conflict_index: int = 0
+    conflict_term: int = 0
+    #: The prev_index of the request answered, so a stale rejection can be recognised.
+    prev_index: int = 0
+    round: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """InstallSnapshot. ``data`` is whatever the driver uses to carry the state (bytes in
+    simulation, a file the driver streamed in for real); the core only passes it on."""
+
+    term: int
+    source: str
+    dest: str
+    meta: SnapshotMeta
+    data: object = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotResponse:
+    term: int
+    source: str
+    dest: str
+    match_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the leader tells an up-to-date voter to start an election now."""
+
+    term: int
+    source: str
+    dest: str
+
+
+Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest,
+                SnapshotResponse, TimeoutNow]
