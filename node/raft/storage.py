@@ -53,7 +53,7 @@ def load(conn: Connection) -> Stored:
         "SELECT idx, term, kind, data FROM raft_log WHERE idx > ? ORDER BY idx", (start,))]
     # A crash between a truncation and its re-append cannot leave a gap (one transaction),
     # but be strict: keep only the contiguous prefix.
-    contiguous = []
+    contiguous: list[Entry] = []
     for entry in entries:
         if entry.index != start + len(contiguous) + 1:
             break
