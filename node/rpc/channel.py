@@ -1,0 +1,185 @@
+"""Authenticated channels between nodes: a handshake, then MAC'ed frames, over one stream.
+
+Inter-node calls (Raft messages now, chunk transfer later) travel on TCP
+streams to the peer's gossip port. A channel begins with a handshake in which
+each side proves it holds the cluster key without revealing it, and both
+contribute a fresh nonce::
+
+    client -> server   "BRPC" | version | client nonce (16) | client node id
+    server -> client   server nonce (16) | MAC(k, "server" | cn | sn | client id)
+    client -> server   MAC(k, "client" | cn | sn | client id)
+
+``k`` is ``HMAC(cluster_key, "blobstore rpc v1")``. The session key is
+``HMAC(k, cn | sn)``; every frame after the handshake is::
+
+    length u32 | body | MAC16(session, direction | sequence u64 | body)
+
+so a frame cannot be altered, replayed, reordered, reflected back to its
+sender, or replayed into another connection. A peer without the key learns
+nothing but the server's nonce, and its connection is closed.
+
+Streams only: the caller sets timeouts (``trio.move_on_after``); every read is
+bounded by ``max_frame_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import trio
+
+PREFACE = b"BRPC"
+VERSION = 1
+NONCE_BYTES = 16
+MAC_BYTES = 16
+MAX_ID_BYTES = 64
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+_LABEL = b"blobstore rpc v1"
+
+
+class ChannelError(Exception):
+    """The peer failed the handshake, sent a bad frame, or the stream broke mid-frame."""
+
+
+def _subkey(cluster_key: bytes) -> bytes:
+    return hmac.new(cluster_key, _LABEL, hashlib.sha256).digest()
+
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()[:MAC_BYTES]
+
+
+class _Buffered:
+    """Exact reads from a stream, keeping what arrived beyond them."""
+
+    def __init__(self, stream: trio.abc.Stream, initial: bytes = b"") -> None:
+        self.stream = stream
+        self.buffer = bytearray(initial)
+
+    async def exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            try:
+                data = await self.stream.receive_some(max(65536, size - len(self.buffer)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ChannelError("the stream broke") from exc
+            if not data:
+                raise ChannelError("the peer closed the stream mid-frame")
+            self.buffer += data
+        out = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return out
+
+
+class Channel:
+    """One authenticated, ordered, bidirectional frame stream with a known peer."""
+
+    def __init__(self, stream: trio.abc.Stream, reader: _Buffered, session: bytes,
+                 peer: str, *, initiator: bool, max_frame_bytes: int) -> None:
+        self.stream = stream
+        self.peer = peer
+        self._reader = reader
+        self._session = session
+        self._out_dir, self._in_dir = (b"c", b"s") if initiator else (b"s", b"c")
+        self._sent = 0
+        self._received = 0
+        self._max = max_frame_bytes
+        self._send_lock = trio.Lock()
+
+    async def send(self, body: bytes) -> None:
+        if len(body) > self._max:
+            raise ValueError(f"frame of {len(body)} bytes exceeds {self._max}")
+        async with self._send_lock:
+            mac = _mac(self._session, self._out_dir, self._sent.to_bytes(8, "big"), body)
+            self._sent += 1
+            try:
+                await self.stream.send_all(len(body).to_bytes(4, "big") + body + mac)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ChannelError("the stream broke") from exc
+
+    async def receive(self) -> bytes | None:
+        """The next frame, or None when the peer closed the channel between frames."""
+        if not self._reader.buffer:
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ChannelError("the stream broke") from exc
+            if not data:
+                return None
+            self._reader.buffer += data
+        size = int.from_bytes(await self._reader.exactly(4), "big")
+        if size > self._max:
+            raise ChannelError(f"frame of {size} bytes exceeds {self._max}")
+        body = await self._reader.exactly(size)
+        mac = await self._reader.exactly(MAC_BYTES)
+        expected = _mac(self._session, self._in_dir, self._received.to_bytes(8, "big"), body)
+        if not hmac.compare_digest(mac, expected):
+            raise ChannelError("a frame failed authentication")
+        self._received += 1
+        return body
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def connect_channel(stream: trio.abc.Stream, cluster_key: bytes, node_id: str, *,
+                          peer: str = "", max_frame_bytes: int = DEFAULT_MAX_FRAME) -> Channel:
+    """Run the client side of the handshake on a freshly opened stream to ``peer``."""
+    raw_id = node_id.encode()
+    if not 0 < len(raw_id) <= MAX_ID_BYTES:
+        raise ValueError("node id must be 1..64 bytes")
+    key = _subkey(cluster_key)
+    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    try:
+        await stream.send_all(PREFACE + bytes((VERSION, len(raw_id))) + client_nonce + raw_id)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ChannelError("the stream broke") from exc
+    reader = _Buffered(stream)
+    server_nonce = await reader.exactly(NONCE_BYTES)
+    proof = await reader.exactly(MAC_BYTES)
+    if not hmac.compare_digest(proof, _mac(key, b"server", client_nonce, server_nonce, raw_id)):
+        raise ChannelError("the server does not hold the cluster key")
+    try:
+        await stream.send_all(_mac(key, b"client", client_nonce, server_nonce, raw_id))
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ChannelError("the stream broke") from exc
+    session = hmac.new(key, client_nonce + server_nonce, hashlib.sha256).digest()
+    return Channel(stream, reader, session, peer, initiator=True,
+                   max_frame_bytes=max_frame_bytes)
+
+
+async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
+                         initial: bytes = b"",
+                         max_frame_bytes: int = DEFAULT_MAX_FRAME) -> Channel:
+    """Run the server side of the handshake; ``initial`` is what a router already read.
+
+    The channel's ``peer`` is the node id the client proved it may claim (any
+    holder of the cluster key may claim any id: the key is the trust boundary).
+    """
+    key = _subkey(cluster_key)
+    reader = _Buffered(stream, initial)
+    head = await reader.exactly(len(PREFACE) + 2)
+    if head[:len(PREFACE)] != PREFACE or head[len(PREFACE)] != VERSION:
+        raise ChannelError("not an RPC channel of this version")
+    id_size = head[len(PREFACE) + 1]
+    if not 0 < id_size <= MAX_ID_BYTES:
+        raise ChannelError("bad node id length")
+    client_nonce = await reader.exactly(NONCE_BYTES)
+    raw_id = await reader.exactly(id_size)
+    server_nonce = secrets.token_bytes(NONCE_BYTES)
+    try:
+        await stream.send_all(server_nonce +
+                              _mac(key, b"server", client_nonce, server_nonce, raw_id))
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ChannelError("the stream broke") from exc
+    proof = await reader.exactly(MAC_BYTES)
+    if not hmac.compare_digest(proof, _mac(key, b"client", client_nonce, server_nonce, raw_id)):
+        raise ChannelError("the client does not hold the cluster key")
+    try:
+        peer = raw_id.decode()
+    except UnicodeDecodeError:
+        raise ChannelError("node id is not UTF-8") from None
+    session = hmac.new(key, client_nonce + server_nonce, hashlib.sha256).digest()
+    return Channel(stream, reader, session, peer, initiator=False,
+                   max_frame_bytes=max_frame_bytes)
