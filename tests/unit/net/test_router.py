@@ -1,0 +1,44 @@
+"""The stream router: RPC channels and gossip push-pulls share one port."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from node.net.memory import MemoryNetwork
+from node.net.router import PEEK_TIMEOUT_S, StreamRouter
+
+
+async def test_streams_are_told_apart_by_their_first_bytes(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = MemoryNetwork(random.Random(1))
+    server = net.transport("10.0.0.1:7946")
+    client = net.transport("10.0.0.2:7946")
+    router = StreamRouter(server)
+    rpc_seen: list[bytes] = []
+
+    async def rpc(stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+        rpc_seen.append(head + await stream.receive_some(100))
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.run, rpc)
+        gossip_stream = await client.connect(server.address, timeout_s=1)
+        await gossip_stream.send_all(b"\x00\x00\x00\x05hello")
+        rpc_stream = await client.connect(server.address, timeout_s=1)
+        await rpc_stream.send_all(b"BRPC\x01rest")
+        accepted, _ = await router.gossip.accept()
+        data = b""
+        while len(data) < 9:
+            data += await accepted.receive_some(100)
+        assert data == b"\x00\x00\x00\x05hello"
+        await trio.sleep(1)
+        assert rpc_seen == [b"BRPC\x01rest"]
+        assert router.gossip.address == server.address
+        silent = await client.connect(server.address, timeout_s=1)
+        await trio.sleep(PEEK_TIMEOUT_S + 1)
+        assert router.dropped == 1
+        assert await silent.receive_some(10) == b""
+        nursery.cancel_scope.cancel()
