@@ -24,7 +24,8 @@ it and turns on trio's deterministic batch order (the switch pytest-trio and
 Hypothesis use) for the run, then puts both back. Time is the mock clock, and
 ``wall_ms`` (the datagram timestamps) is derived from it, so every node's clock
 agrees. The same seed and the same scenario therefore give the same run, event
-for event: ``fingerprint()`` digests it to check.
+for event, in this process or another (nothing depends on hash seeds or object
+ids): ``fingerprint()`` digests a run to check.
 
 What this module does *not* do: decide what a scenario asserts, or pick its
 seed; the tests do, and print the seed with a command that replays it.
@@ -129,6 +130,10 @@ class GossipCluster:
         return MemberMeta(self.node_id(index), address,
                           address.replace(f":{GOSSIP_PORT}", ":8080"))
 
+    def rng(self, purpose: str) -> random.Random:
+        """A generator of its own for ``purpose`` (which victim to crash, say), from the seed."""
+        return random.Random(f"{self.seed}/{purpose}")
+
     # -- starting and stopping -------------------------------------------------------------
 
     async def start(self, index: int, *, seeds: Iterable[int] | None = None,
@@ -228,17 +233,18 @@ class GossipCluster:
                 for observer, view in self.views().items() if observer != target}
 
     def converged(self, expected_alive: Iterable[int] | None = None) -> bool:
-        """Every running member sees exactly ``expected_alive`` (default: the running
-        members) as alive, and nobody else as suspect."""
-        indices = self.running() if expected_alive is None else expected_alive
-        expected = {self.node_id(i) for i in indices}
-        for i in self.running():
-            lively = {m.node_id for m in self.nodes[i].gossip.view.members
-                      if m.state in (MemberState.ALIVE, MemberState.SUSPECT)}
-            alive = {m.node_id for m in self.nodes[i].gossip.view.alive()}
-            if alive != expected or lively != expected:
-                return False
-        return True
+        """One view: every running member knows the same members, in the same states at
+        the same incarnations, and exactly ``expected_alive`` (default: the running
+        members) are alive in it."""
+        running = self.running()
+        expected = {self.node_id(i) for i in (running if expected_alive is None
+                                              else expected_alive)}
+        views = {tuple((m.node_id, m.state, m.incarnation)
+                       for m in self.nodes[i].gossip.view.members) for i in running}
+        if len(views) != 1:
+            return False
+        (view,) = views
+        return {node_id for node_id, state, _ in view if state is MemberState.ALIVE} == expected
 
     async def wait_until(self, predicate: Callable[[], bool], timeout_s: float,
                          poll_s: float = 0.25) -> float | None:
