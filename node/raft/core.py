@@ -194,13 +194,27 @@ class Raft:
         if ready.snapshot is not None:
             self._persisted = max(self._persisted, ready.snapshot.meta.index)
         if ready.entries:
-            self._persisted = max(self._persisted, ready.entries[-1].index)
+            # Only entries still in the log count: a truncation may have overtaken this
+            # disk write (the driver receives while it writes).
+            durable = [e.index for e in ready.entries if self.log.term_at(e.index) == e.term]
+            if durable:
+                self._persisted = max(self._persisted, min(durable[-1], self._contiguous(
+                    durable)))
         if ready.truncate_from is not None:
             self._persisted = min(self._persisted, self.log.last_index)
         if ready.committed:
             self._handed = max(self._handed, ready.committed[-1].index)
         if self.role is Role.LEADER:
             self._maybe_commit()
+
+    def _contiguous(self, indexes: list[int]) -> int:
+        """The end of the run of still-valid indexes that starts this Ready's entries."""
+        end = indexes[0]
+        for index in indexes[1:]:
+            if index != end + 1:
+                break
+            end = index
+        return end
 
     # -- inputs: client requests ------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class Raft:
     def change_membership(self, now: float, membership: Membership) -> Entry:
         """Single-server change: one at a time, after this term's first commit."""
         if self.role is not Role.LEADER or self._transfer_to is not None:
-            raise NotLeader(self.leader)
+            raise NotLeader(self.leader if self.role is not Role.LEADER else None)
         if not self._committed_in_term() or self._membership_index > self.commit_index:
             raise ChangeInProgress("a membership change is still being committed")
         old = self.membership
@@ -426,7 +440,8 @@ class Raft:
         if len((heard | {self.id}) & self.membership.voters) < self.membership.quorum():
             self._become_follower(now, self.term, None)
             return
-        self._quorum_check_s = now + window
+        # Checked every heartbeat, so a cut-off leader steps down within about one timeout.
+        self._quorum_check_s = now + self.config.heartbeat_interval_s
 
     # -- replication: leader ----------------------------------------------------------------
 
@@ -488,6 +503,8 @@ class Raft:
             progress.next_index = max(progress.next_index, progress.match_index + 1)
             progress.replicating = True
             self._maybe_commit()
+            if self.role is not Role.LEADER:
+                return  # the commit removed us
             self._maybe_send_timeout_now(now)
             if progress.next_index <= self.log.last_index:
                 self._send_append(now, msg.source)
@@ -515,7 +532,8 @@ class Raft:
         progress.next_index = progress.match_index + 1
         progress.replicating = False
         self._maybe_commit()
-        self._send_append(now, msg.source)
+        if self.role is Role.LEADER:
+            self._send_append(now, msg.source)
 
     def _maybe_commit(self) -> None:
         """Commit the highest index of this term a quorum of voters (self included) holds."""
@@ -640,15 +658,20 @@ class Raft:
             self._send(SnapshotResponse(self.term, self.id, msg.source, self.commit_index))
             return
         self.stats["snapshots_installed"] += 1
+        keep = self.log.term_at(meta.index) == meta.term
         self.log.compact(meta)
-        if self.log.last_index < meta.index:
-            self.log = type(self.log)(meta)
-            self._ready.truncate_from = 1
-            self._ready.entries = []
+        if keep:
+            self._persisted = max(self._persisted, meta.index)
+        else:
+            # Our suffix conflicts with the snapshot: it goes from the disk too.
+            cut = meta.index + 1
+            self._ready.truncate_from = cut if self._ready.truncate_from is None \
+                else min(self._ready.truncate_from, cut)
+            self._ready.entries = [e for e in self._ready.entries if e.index <= meta.index]
+            self._persisted = meta.index
         self._ready.snapshot = msg
         self.commit_index = max(self.commit_index, meta.index)
         self._handed = max(self._handed, meta.index)
-        self._persisted = max(self._persisted, meta.index)
         self._membership_index, self.membership = self.log.latest_membership()
         self._send(SnapshotResponse(self.term, self.id, msg.source, meta.index))
 

@@ -47,6 +47,8 @@ class RaftLog:
         return self._entries[index - self.first_index].term
 
     def entry(self, index: int) -> Entry:
+        if not self.first_index <= index <= self.last_index:
+            raise IndexError(f"index {index} is outside {self.first_index}..{self.last_index}")
         return self._entries[index - self.first_index]
 
     def slice(self, start: int, end: int, max_bytes: int) -> tuple[Entry, ...]:
