@@ -90,7 +90,10 @@ class StreamRouter:
             task_status.started()
             try:
                 while True:
-                    stream, peer = await self.transport.accept()
+                    try:
+                        stream, peer = await self.transport.accept()
+                    except trio.ClosedResourceError:
+                        return  # the transport closed: nothing more will arrive
                     nursery.start_soon(self._route, stream, peer, rpc)
             finally:
                 self._send.close()

@@ -1,0 +1,196 @@
+"""The trio driver of one Raft core: disk, network and the state machine.
+
+Inputs (messages from peers, timer ticks, proposals, read requests) change the
+core at once and wake the processor; the processor is the only task that
+takes a ``Ready`` and it handles them one at a time, in the core's order:
+persist (one sqlite transaction, one fsync), send, apply, ``advance``. Inputs
+may arrive while a Ready is being written; the core allows that.
+
+A proposal waits until the entry at its index is applied: if the entry there
+has the proposal's term it committed, otherwise it was lost to a new leader
+(``ProposalLost``, a 503 for clients). What this driver does not do yet:
+compact the log and stream snapshots to lagging followers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.raft import codec, storage
+from node.raft.core import NotLeader, Raft, RaftConfig, Ready
+from node.raft.messages import Entry, EntryKind, Membership
+from node.rpc.peers import PeerNet
+from node.store.db import Database
+
+if TYPE_CHECKING:
+    import random  # noqa: TID251 - only the type: the generator is seeded and injected
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[list[Entry]], Awaitable[list[object]]]
+
+
+class ProposalLost(Exception):
+    """The entry was overwritten by a new leader's log: it did not commit."""
+
+
+@dataclass
+class _Waiter:
+    term: int
+    done: trio.Event
+    result: object = None
+    lost: bool = False
+
+
+class RaftDriver:
+    def __init__(self, node_id: str, config: RaftConfig, db: Database, apply: Apply,
+                 peers: PeerNet, rng: random.Random, *, applied: int,
+                 bootstrap: Membership | None = None) -> None:
+        self.node_id = node_id
+        self.config = config
+        self._db = db
+        self._apply = apply
+        self._peers = peers
+        self._rng = rng
+        self._applied = applied
+        self._bootstrap = bootstrap
+        self._kick = trio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[int, tuple[trio.Event, list[int | None]]] = {}
+        self._read_ids = 0
+        self._applied_changed = trio.Event()
+        self.raft: Raft | None = None
+        self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0}
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        stored = await self._db.write(storage.load)
+        entries = stored.entries
+        if stored.empty and self._bootstrap is not None:
+            entries = [Entry(1, 0, EntryKind.MEMBERSHIP, self._bootstrap.encode())]
+            await self._db.write(lambda c: storage.save(c, Ready(entries=entries)))
+        self.raft = Raft(self.node_id, self.config, self._rng, trio.current_time(),
+                         hard_state=stored.hard_state, snapshot=stored.snapshot,
+                         entries=entries, applied=self._applied)
+        self._peers.on_message("raft", self._on_message)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._timer)
+            nursery.start_soon(self._processor)
+            task_status.started()
+
+    def _core(self) -> Raft:
+        if self.raft is None:
+            raise NotLeader(None)
+        return self.raft
+
+    # -- client side -----------------------------------------------------------------------
+
+    async def propose(self, data: bytes) -> object:
+        """Commit ``data`` and return what applying it returned. Raises NotLeader or
+        ProposalLost; cancellation leaves the outcome unknown (it may still commit)."""
+        entry = self._core().propose(trio.current_time(), data)
+        waiter = self._waiters[entry.index] = _Waiter(entry.term, trio.Event())
+        self._wake()
+        await waiter.done.wait()
+        if waiter.lost:
+            raise ProposalLost(f"entry {entry.index} was replaced by a new leader")
+        return waiter.result
+
+    async def read_index(self) -> int:
+        """A linearizable read point: once it is applied, local reads are current."""
+        self._read_ids += 1
+        context = self._read_ids
+        done = trio.Event()
+        box: list[int | None] = []
+        self._reads[context] = (done, box)
+        try:
+            self._core().read_index(trio.current_time(), context)
+            self._wake()
+            await done.wait()
+        finally:
+            self._reads.pop(context, None)
+        if box[0] is None:
+            raise NotLeader(self._core().leader)
+        return box[0]
+
+    async def wait_applied(self, index: int) -> None:
+        while self._applied < index:
+            await self._applied_changed.wait()
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._kick.set()
+
+    def _on_message(self, peer: str, body: bytes) -> None:
+        try:
+            msg = codec.decode(body)
+        except codec.CodecError:
+            self.counters["bad_messages"] += 1
+            return
+        if msg.source != peer or self.raft is None:
+            self.counters["bad_messages"] += 1  # a node may speak only for itself
+            return
+        self.raft.receive(trio.current_time(), msg)
+        self._wake()
+
+    async def _timer(self) -> None:
+        core = self._core()
+        while True:
+            await trio.sleep_until(core.next_deadline())
+            now = trio.current_time()
+            if now >= core.next_deadline():
+                core.tick(now)
+                self._wake()
+
+    # -- the processor ---------------------------------------------------------------------
+
+    async def _processor(self) -> None:
+        core = self._core()
+        while True:
+            await self._kick.wait()
+            self._kick = trio.Event()
+            while ready := core.ready():
+                await self._handle(core, ready)
+
+    async def _handle(self, core: Raft, ready: Ready) -> None:
+        if ready.hard_state or ready.entries or ready.truncate_from is not None \
+                or ready.snapshot:
+            with trio.CancelScope(shield=True):
+                await self._db.write(lambda c: storage.save(c, ready))
+            self.counters["batches"] += 1
+            self.counters["entries_persisted"] += len(ready.entries)
+        for msg in ready.messages:
+            self._peers.send(msg.dest, "raft", codec.encode(msg))
+        if ready.committed:
+            fresh = [e for e in ready.committed if e.index > self._applied]
+            results = await self._apply(fresh) if fresh else []
+            for entry, result in zip(fresh, results):
+                self._settle(entry, result)
+            if fresh:
+                self._applied = fresh[-1].index
+                self._applied_changed.set()
+                self._applied_changed = trio.Event()
+        for read in ready.reads:
+            waiting = self._reads.get(read.context)  # type: ignore[call-overload]
+            if waiting is not None:
+                waiting[1].append(read.index)
+                waiting[0].set()
+        core.advance(ready)
+
+    def _settle(self, entry: Entry, result: object) -> None:
+        waiter = self._waiters.pop(entry.index, None)
+        if waiter is None:
+            return
+        if waiter.term == entry.term:
+            waiter.result = result
+        else:
+            waiter.lost = True
+        waiter.done.set()

@@ -1,0 +1,238 @@
+"""Messages and calls between nodes over authenticated channels, one connection per peer.
+
+Frames on a channel are one of::
+
+    'M' | topic | body                     a one-way message (Raft's messages)
+    'Q' | call id u64 | topic | body       a call
+    'A' | call id u64 | status u8 | body   its answer (status 0 ok, 1 error text)
+
+Outbound, each peer has one channel and one sender task fed by a bounded
+queue: a slow or dead peer drops its own messages (Raft retries by design) and
+never blocks anyone else. Calls wait for their answer with a deadline.
+Inbound channels arrive from the stream router; their frames go to the
+handlers registered per topic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from node.net.transport import Transport, TransportError
+from node.rpc.channel import Channel, ChannelError, accept_channel, connect_channel
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], None]
+CallHandler = Callable[[str, bytes], Awaitable[bytes]]
+
+QUEUE_FRAMES = 1024
+CONNECT_TIMEOUT_S = 2.0
+#: After a failed connection attempt, messages to that peer are dropped for this long.
+RECONNECT_BACKOFF_S = 0.5
+
+
+class CallFailed(Exception):
+    """The call could not be made or the peer answered with an error."""
+
+
+@dataclass
+class _Peer:
+    address: str
+    send: trio.MemorySendChannel[bytes]
+    receive: trio.MemoryReceiveChannel[bytes]
+    channel: Channel | None = None
+    down_until: float = 0.0
+    calls: dict[int, tuple[trio.Event, list[bytes | BaseException]]] = field(
+        default_factory=dict)
+
+
+def _topic(name: str) -> bytes:
+    raw = name.encode()
+    return bytes((len(raw),)) + raw
+
+
+def _split_topic(data: bytes, pos: int) -> tuple[str, int]:
+    size = data[pos]
+    return data[pos + 1:pos + 1 + size].decode(), pos + 1 + size
+
+
+class PeerNet:
+    def __init__(self, node_id: str, transport: Transport, cluster_key: bytes,
+                 address_of: Callable[[str], str | None]) -> None:
+        self.node_id = node_id
+        self._transport = transport
+        self._key = cluster_key
+        self._address_of = address_of
+        self._peers: dict[str, _Peer] = {}
+        self._messages: dict[str, MessageHandler] = {}
+        self._calls: dict[str, CallHandler] = {}
+        self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self.counters = {"sent": 0, "dropped": 0, "received": 0, "rejected": 0}
+
+    def on_message(self, topic: str, handler: MessageHandler) -> None:
+        self._messages[topic] = handler
+
+    def on_call(self, topic: str, handler: CallHandler) -> None:
+        self._calls[topic] = handler
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def send(self, peer_id: str, topic: str, body: bytes) -> bool:
+        """Queue a one-way message; False if it was dropped (peer unknown, down or slow)."""
+        return self._enqueue(peer_id, b"M" + _topic(topic) + body)
+
+    async def call(self, peer_id: str, topic: str, body: bytes, *, timeout_s: float) -> bytes:
+        call_id = next(self._ids)
+        peer = self._peer(peer_id)
+        if peer is None:
+            raise CallFailed(f"no address for {peer_id}")
+        done = trio.Event()
+        box: list[bytes | BaseException] = []
+        peer.calls[call_id] = (done, box)
+        try:
+            if not self._enqueue(peer_id, b"Q" + call_id.to_bytes(8, "big") + _topic(topic)
+                                 + body):
+                raise CallFailed(f"{peer_id} is unreachable")
+            with trio.move_on_after(timeout_s):
+                await done.wait()
+            if not box:
+                raise CallFailed(f"{peer_id} did not answer within {timeout_s} s")
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            return box[0]
+        finally:
+            peer.calls.pop(call_id, None)
+
+    def _peer(self, peer_id: str) -> _Peer | None:
+        peer = self._peers.get(peer_id)
+        address = self._address_of(peer_id)
+        if address is None:
+            return peer
+        if peer is None or peer.address != address:
+            if peer is not None:
+                peer.send.close()
+            send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
+            peer = self._peers[peer_id] = _Peer(address, send, receive)
+            assert self._nursery is not None, "PeerNet.run is not running"
+            self._nursery.start_soon(self._sender, peer_id, peer)
+        return peer
+
+    def _enqueue(self, peer_id: str, frame: bytes) -> bool:
+        peer = self._peer(peer_id)
+        if peer is None or trio.current_time() < peer.down_until:
+            self.counters["dropped"] += 1
+            return False
+        try:
+            peer.send.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.counters["dropped"] += 1
+            return False
+        return True
+
+    async def _sender(self, peer_id: str, peer: _Peer) -> None:
+        async with peer.receive:
+            async for frame in peer.receive:
+                channel = peer.channel or await self._connect(peer_id, peer)
+                if channel is None:
+                    self.counters["dropped"] += 1
+                    continue
+                try:
+                    await channel.send(frame)
+                    self.counters["sent"] += 1
+                except ChannelError:
+                    peer.channel = None
+                    self.counters["dropped"] += 1
+        if peer.channel is not None:
+            await peer.channel.aclose()
+
+    async def _connect(self, peer_id: str, peer: _Peer) -> Channel | None:
+        if trio.current_time() < peer.down_until:
+            return None
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                stream = await self._transport.connect(peer.address,
+                                                       timeout_s=CONNECT_TIMEOUT_S)
+                channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id)
+        except (TransportError, ChannelError, trio.TooSlowError, ValueError) as exc:
+            log.debug("cannot reach peer", extra={"peer": peer_id, "why": repr(exc)})
+            peer.down_until = trio.current_time() + RECONNECT_BACKOFF_S
+            return None
+        peer.channel = channel
+        assert self._nursery is not None
+        self._nursery.start_soon(self._read_answers, peer, channel)
+        return channel
+
+    async def _read_answers(self, peer: _Peer, channel: Channel) -> None:
+        """Our outbound channel carries the answers to our calls back."""
+        try:
+            while (frame := await channel.receive()) is not None:
+                if frame[:1] == b"A" and len(frame) >= 10:
+                    waiting = peer.calls.get(int.from_bytes(frame[1:9], "big"))
+                    if waiting is not None:
+                        done, box = waiting
+                        box.append(frame[10:] if frame[9] == 0 else
+                                   CallFailed(frame[10:].decode(errors="replace")))
+                        done.set()
+        except ChannelError:
+            pass
+        if peer.channel is channel:
+            peer.channel = None
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def serve(self, stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+        """Handle one inbound connection (the stream router's RPC handler)."""
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                channel = await accept_channel(stream, self._key, initial=head)
+        except (ChannelError, trio.TooSlowError):
+            self.counters["rejected"] += 1
+            await stream.aclose()
+            return
+        async with trio.open_nursery() as nursery:
+            try:
+                while (frame := await channel.receive()) is not None:
+                    self.counters["received"] += 1
+                    self._dispatch(nursery, channel, frame)
+            except (ChannelError, IndexError, UnicodeDecodeError):
+                self.counters["rejected"] += 1
+            nursery.cancel_scope.cancel()
+        await channel.aclose()
+
+    def _dispatch(self, nursery: trio.Nursery, channel: Channel, frame: bytes) -> None:
+        kind = frame[:1]
+        if kind == b"M":
+            topic, pos = _split_topic(frame, 1)
+            handler = self._messages.get(topic)
+            if handler is not None:
+                handler(channel.peer, frame[pos:])
+        elif kind == b"Q":
+            call_id = frame[1:9]
+            topic, pos = _split_topic(frame, 9)
+            nursery.start_soon(self._answer, channel, call_id, topic, frame[pos:])
+
+    async def _answer(self, channel: Channel, call_id: bytes, topic: str, body: bytes) -> None:
+        handler = self._calls.get(topic)
+        try:
+            if handler is None:
+                raise CallFailed(f"no handler for {topic!r}")
+            answer = b"A" + call_id + b"\x00" + await handler(channel.peer, body)
+        except Exception as exc:  # noqa: BLE001 - any failure goes back to the caller as text
+            answer = b"A" + call_id + b"\x01" + str(exc).encode()[:1000]
+        try:
+            await channel.send(answer)
+        except ChannelError:
+            pass

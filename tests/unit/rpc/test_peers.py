@@ -1,0 +1,68 @@
+"""PeerNet: one-way messages and calls between nodes, over the router and channels."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from node.net.memory import MemoryNetwork
+from node.net.router import StreamRouter
+from node.rpc.peers import CallFailed, PeerNet
+
+ADDRESS = {"a": "10.0.0.1:7946", "b": "10.0.0.2:7946"}
+
+
+async def test_messages_calls_errors_and_an_unreachable_peer(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = MemoryNetwork(random.Random(3))
+    got: list[tuple[str, bytes]] = []
+
+    async def echo(peer: str, body: bytes) -> bytes:
+        return peer.encode() + b":" + body
+
+    async def broken(peer: str, body: bytes) -> bytes:
+        raise ValueError("no such thing")
+
+    async with trio.open_nursery() as nursery:
+        nets = {}
+        for name, key in (("a", b"k" * 20), ("b", b"k" * 20)):
+            transport = net.transport(ADDRESS[name])
+            peers = nets[name] = PeerNet(name, transport, key, ADDRESS.get)
+            await nursery.start(peers.run)
+            await nursery.start(StreamRouter(transport).run, peers.serve)
+        nets["b"].on_message("t", lambda peer, body: got.append((peer, body)))
+        nets["b"].on_call("echo", echo)
+        nets["b"].on_call("broken", broken)
+        for i in range(10):
+            assert nets["a"].send("b", "t", b"m%d" % i)
+        assert await nets["a"].call("b", "echo", b"hi", timeout_s=1) == b"a:hi"
+        assert got == [("a", b"m%d" % i) for i in range(10)]
+        with pytest.raises(CallFailed, match="no such thing"):
+            await nets["a"].call("b", "broken", b"", timeout_s=1)
+        with pytest.raises(CallFailed, match="no address"):
+            await nets["a"].call("zz", "echo", b"", timeout_s=1)
+        net.detach(ADDRESS["b"])
+        with pytest.raises(CallFailed):
+            await nets["a"].call("b", "echo", b"", timeout_s=1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_with_another_key_gets_nothing_through(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = MemoryNetwork(random.Random(3))
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        ta, tb = net.transport(ADDRESS["a"]), net.transport(ADDRESS["b"])
+        a = PeerNet("a", ta, b"wrong-key-0123456789", ADDRESS.get)
+        b = PeerNet("b", tb, b"right-key-0123456789", ADDRESS.get)
+        for peers, transport in ((a, ta), (b, tb)):
+            await nursery.start(peers.run)
+            await nursery.start(StreamRouter(transport).run, peers.serve)
+        b.on_message("t", lambda peer, body: got.append(body))
+        a.send("b", "t", b"sneaky")
+        await trio.sleep(5)
+        assert got == [] and b.counters["rejected"] >= 1
+        nursery.cancel_scope.cancel()
