@@ -15,6 +15,7 @@ compact the log and stream snapshots to lagging followers.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Apply = Callable[[list[Entry]], Awaitable[list[object]]]
+
+#: Results of recently applied entries, for proposals forwarded from this node.
+RESULTS_KEPT = 4096
 
 
 class ProposalLost(Exception):
@@ -64,6 +68,7 @@ class RaftDriver:
         self._reads: dict[int, tuple[trio.Event, list[int | None]]] = {}
         self._read_ids = 0
         self._applied_changed = trio.Event()
+        self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self.raft: Raft | None = None
         self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0}
 
@@ -95,13 +100,29 @@ class RaftDriver:
     async def propose(self, data: bytes) -> object:
         """Commit ``data`` and return what applying it returned. Raises NotLeader or
         ProposalLost; cancellation leaves the outcome unknown (it may still commit)."""
+        _, result = await self.propose_entry(data)
+        return result
+
+    async def propose_entry(self, data: bytes) -> tuple[Entry, object]:
+        """Like ``propose``, also returning the committed entry (for forwarded proposals)."""
         entry = self._core().propose(trio.current_time(), data)
         waiter = self._waiters[entry.index] = _Waiter(entry.term, trio.Event())
         self._wake()
         await waiter.done.wait()
         if waiter.lost:
             raise ProposalLost(f"entry {entry.index} was replaced by a new leader")
-        return waiter.result
+        return entry, waiter.result
+
+    async def result_of(self, index: int, term: int) -> object:
+        """What applying entry ``index`` returned here, once applied (every node computes
+        the same result). Raises ProposalLost if another term's entry took the index."""
+        await self.wait_applied(index)
+        found = self._results.get(index)
+        if found is None:
+            raise ProposalLost(f"the result of entry {index} is no longer remembered")
+        if found[0] != term:
+            raise ProposalLost(f"entry {index} was replaced by a new leader")
+        return found[1]
 
     async def read_index(self) -> int:
         """A linearizable read point: once it is applied, local reads are current."""
@@ -186,6 +207,9 @@ class RaftDriver:
         core.advance(ready)
 
     def _settle(self, entry: Entry, result: object) -> None:
+        self._results[entry.index] = (entry.term, result)
+        while len(self._results) > RESULTS_KEPT:
+            self._results.popitem(last=False)
         waiter = self._waiters.pop(entry.index, None)
         if waiter is None:
             return

@@ -1,0 +1,148 @@
+"""The metadata log over Raft: ``MetadataLog`` for a node of a cluster.
+
+A write from any node reaches the leader: on the leader it is proposed
+directly; elsewhere it is forwarded (the ``meta.propose`` call), the leader
+answers with the committed entry's index and term, and this node waits until
+it has applied that entry itself and takes the result of its own application.
+Every node applies the same commands in the same order, so the result is the
+same, and it never has to travel.
+
+Reads that decide correctness call ``read_barrier``: the leader's ReadIndex
+(one heartbeat round to a quorum), then wait until this node applied it.
+
+Without a leader or a quorum every call gives up with ``Unavailable`` (503)
+after ``timeout_s``; it never hangs. A write that timed out may still commit:
+its outcome is unknown to the client, as after a lost response.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from node.errors import Unavailable
+from node.meta import commands as c
+from node.meta.log import LogStatus
+from node.meta.state import MetaState
+from node.raft.core import NotLeader
+from node.raft.driver import ProposalLost, RaftDriver
+from node.raft.messages import Entry, EntryKind
+from node.rpc.peers import CallFailed, PeerNet
+from node.store.db import Database
+
+log = logging.getLogger(__name__)
+
+#: Pause before asking again when there is no leader (an election takes about this long).
+RETRY_S = 0.05
+
+
+class ReplicatedLog:
+    def __init__(self, state: MetaState, db: Database, peers: PeerNet, *,
+                 timeout_s: float = 5.0) -> None:
+        self._state = state
+        self._db = db
+        self._peers = peers
+        self._timeout_s = timeout_s
+        self.driver: RaftDriver | None = None
+        peers.on_call("meta.propose", self._serve_propose)
+        peers.on_call("meta.read_index", self._serve_read_index)
+
+    def attach(self, driver: RaftDriver) -> None:
+        self.driver = driver
+
+    # -- the state machine -----------------------------------------------------------------
+
+    async def apply(self, entries: list[Entry]) -> list[object]:
+        """The driver's apply: commands go to the metadata state in one transaction."""
+        commands: list[tuple[int, c.Command]] = []
+        positions: list[int] = []
+        results: list[object] = [None] * len(entries)
+        for i, entry in enumerate(entries):
+            if entry.kind is not EntryKind.COMMAND:
+                continue
+            try:
+                commands.append((entry.index, c.decode(entry.data)))
+                positions.append(i)
+            except (ValueError, KeyError, TypeError) as exc:
+                results[i] = Unavailable(f"entry {entry.index} is not a command: {exc}")
+        if commands:
+            applied = await self._db.write(lambda conn: self._state.apply_batch(conn, commands))
+            for i, result in zip(positions, applied):
+                results[i] = result
+        return results
+
+    # -- MetadataLog -----------------------------------------------------------------------
+
+    async def submit(self, command: c.Command) -> object:
+        data = c.encode(command)
+        with trio.move_on_after(self._timeout_s):
+            while True:
+                driver = self._ready_driver()
+                raft = driver.raft
+                try:
+                    if raft is not None and raft.is_leader:
+                        result = await driver.propose(data)
+                    elif raft is not None and raft.leader is not None:
+                        answer = await self._peers.call(raft.leader, "meta.propose", data,
+                                                        timeout_s=self._timeout_s)
+                        index, term = (int(x) for x in answer.split(b" "))
+                        result = await driver.result_of(index, term)
+                    else:
+                        await trio.sleep(RETRY_S)
+                        continue
+                except (NotLeader, CallFailed) as exc:
+                    log.debug("write not taken; retrying", extra={"why": repr(exc)})
+                    await trio.sleep(RETRY_S)
+                    continue
+                except ProposalLost as exc:
+                    raise Unavailable(f"the write did not commit: {exc}") from None
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+        raise Unavailable("no coordinator could commit the write in time; retry")
+
+    async def read_barrier(self) -> None:
+        with trio.move_on_after(self._timeout_s):
+            while True:
+                driver = self._ready_driver()
+                raft = driver.raft
+                try:
+                    if raft is not None and raft.is_leader:
+                        index = await driver.read_index()
+                    elif raft is not None and raft.leader is not None:
+                        answer = await self._peers.call(raft.leader, "meta.read_index", b"",
+                                                        timeout_s=self._timeout_s)
+                        index = int(answer)
+                    else:
+                        await trio.sleep(RETRY_S)
+                        continue
+                except (NotLeader, CallFailed, ValueError):
+                    await trio.sleep(RETRY_S)
+                    continue
+                await driver.wait_applied(index)
+                return
+        raise Unavailable("no coordinator confirmed a read point in time; retry")
+
+    def status(self) -> LogStatus:
+        raft = self.driver.raft if self.driver is not None else None
+        if raft is None:
+            return LogStatus(term=0, leader=None, commit_index=0)
+        return LogStatus(term=raft.term, leader=raft.leader, commit_index=raft.commit_index)
+
+    def _ready_driver(self) -> RaftDriver:
+        if self.driver is None:
+            raise Unavailable("the coordinator is not running yet")
+        return self.driver
+
+    # -- what the leader answers -----------------------------------------------------------
+
+    async def _serve_propose(self, peer: str, body: bytes) -> bytes:
+        driver = self._ready_driver()
+        with trio.fail_after(self._timeout_s):
+            entry, _ = await driver.propose_entry(body)
+        return f"{entry.index} {entry.term}".encode()
+
+    async def _serve_read_index(self, peer: str, body: bytes) -> bytes:
+        with trio.fail_after(self._timeout_s):
+            return str(await self._ready_driver().read_index()).encode()
