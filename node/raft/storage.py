@@ -72,10 +72,12 @@ def save(conn: Connection, ready: Ready) -> None:
             _record_snapshot(conn, ready.snapshot.meta)
         if ready.truncate_from is not None:
             conn.execute("DELETE FROM raft_log WHERE idx >= ?", (ready.truncate_from,))
-        if ready.entries:
+        floor = ready.snapshot.meta.index if ready.snapshot is not None else 0
+        entries = [e for e in ready.entries if e.index > floor]  # a snapshot covers the rest
+        if entries:
             conn.executemany(
                 "INSERT OR REPLACE INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
-                [(e.index, e.term, int(e.kind), e.data) for e in ready.entries])
+                [(e.index, e.term, int(e.kind), e.data) for e in entries])
         if ready.hard_state is not None:
             conn.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, voted_for) "
                          "VALUES (1, ?, ?)", (ready.hard_state.term, ready.hard_state.voted_for))
