@@ -46,6 +46,11 @@ class RaftLog:
             return None
         return self._entries[index - self.first_index].term
 
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry held (after the snapshot), oldest first: a read-only copy."""
+        return tuple(self._entries)
+
     def entry(self, index: int) -> Entry:
         if not self.first_index <= index <= self.last_index:
             raise IndexError(f"index {index} is outside {self.first_index}..{self.last_index}")

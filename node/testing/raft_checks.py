@@ -497,8 +497,7 @@ class RaftChecker:
     def _scan_log(self, node_id: str, log: RaftLog) -> None:
         """Check what changed in ``log`` since the last scan: most often a few entries
         appended, sometimes a compaction; after a truncation, everything."""
-        # A read-only peek at the entry list, so an unchanged prefix is skipped at C speed.
-        entries: list[Entry] = log._entries
+        entries = list(log.entries)
         snapshot = log.snapshot
         last = self._scanned.get(node_id)
         start = 0
