@@ -25,6 +25,7 @@ import trio
 from node.raft import codec, storage
 from node.raft.core import NotLeader, Raft, RaftConfig, Ready
 from node.raft.messages import Entry, EntryKind, Membership
+from node.meta.log import CommitObserver
 from node.rpc.peers import PeerNet
 from node.store.db import Database
 
@@ -54,7 +55,8 @@ class _Waiter:
 class RaftDriver:
     def __init__(self, node_id: str, config: RaftConfig, db: Database, apply: Apply,
                  peers: PeerNet, rng: random.Random, *, applied: int,
-                 bootstrap: Membership | None = None) -> None:
+                 bootstrap: Membership | None = None,
+                 observer: CommitObserver | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self._db = db
@@ -63,6 +65,7 @@ class RaftDriver:
         self._rng = rng
         self._applied = applied
         self._bootstrap = bootstrap
+        self._observer = observer
         self._kick = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[int, tuple[trio.Event, list[int | None]]] = {}
@@ -184,8 +187,11 @@ class RaftDriver:
     async def _handle(self, core: Raft, ready: Ready) -> None:
         if ready.hard_state or ready.entries or ready.truncate_from is not None \
                 or ready.snapshot:
+            started = trio.current_time()
             with trio.CancelScope(shield=True):
                 await self._db.write(lambda c: storage.save(c, ready))
+            if self._observer is not None:
+                self._observer.observe_batch(len(ready.entries), trio.current_time() - started)
             self.counters["batches"] += 1
             self.counters["entries_persisted"] += len(ready.entries)
         for msg in ready.messages:

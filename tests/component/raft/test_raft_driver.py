@@ -8,16 +8,25 @@ from pathlib import Path
 
 import pytest
 import trio
+from prometheus_client import CollectorRegistry
 
 from node.net.memory import MemoryNetwork
 from node.net.router import StreamRouter
 from node.raft.core import NotLeader, RaftConfig, Role
 from node.raft.driver import RaftDriver
+from node.raft.metrics import RaftCollector
 from node.raft.messages import Entry, EntryKind, Membership
 from node.rpc.peers import PeerNet
 from node.store.db import Database
 
 KEY = b"cluster-key-for-raft-tests"
+#: (entries, seconds) of every persisted batch, from the drivers' commit observer.
+batches: list[tuple[int, float]] = []
+
+
+class Observer:
+    def observe_batch(self, size: int, seconds: float) -> None:
+        batches.append((size, seconds))
 CONFIG = RaftConfig(election_timeout_s=0.3, heartbeat_interval_s=0.05)
 IDS = ("a", "b", "c")
 ADDRESS = {n: f"10.0.0.{i + 1}:7946" for i, n in enumerate(IDS)}
@@ -55,7 +64,8 @@ async def start(nursery: trio.Nursery, net: MemoryNetwork, m: Member, seed: int)
                 peers = PeerNet(m.id, transport, KEY, ADDRESS.get)
                 m.driver = RaftDriver(m.id, CONFIG, db, m.apply, peers, random.Random(seed),
                                       applied=m.applied_index,
-                                      bootstrap=Membership(frozenset(IDS)))
+                                      bootstrap=Membership(frozenset(IDS)),
+                                      observer=Observer())
                 async with trio.open_nursery() as inner:
                     await inner.start(peers.run)
                     await inner.start(router.run, peers.serve)
@@ -120,4 +130,17 @@ async def test_elect_commit_fail_over_and_catch_up(tmp_path: Path) -> None:
                     await trio.sleep(0.05)
             assert m.applied == expected, m.id
         print(f"\nfail-over took {failover:.2f} s (election timeout {CONFIG.election_timeout_s} s)")
+        # The coordinator's series, as /metrics will show them (whoever leads by now).
+        current = await wait_leader(members)
+        assert current.driver is not None and current.driver.raft is not None
+        registry = CollectorRegistry()
+        registry.register(RaftCollector(current.driver))
+        sample = registry.get_sample_value
+        assert sample("blobstore_raft_is_leader") == 1
+        assert sample("blobstore_raft_term") == current.driver.raft.term
+        assert (sample("blobstore_raft_commit_index") or 0) >= 40
+        assert sample("blobstore_raft_voters") == 3
+        assert (sample("blobstore_raft_leader_changes_total") or 0) >= 1
+        assert (sample("blobstore_raft_entries_persisted_total") or 0) >= 20
+        assert batches and all(size >= 0 and seconds >= 0 for size, seconds in batches)
         nursery.cancel_scope.cancel()

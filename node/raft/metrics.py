@@ -1,0 +1,53 @@
+"""The coordinator's Prometheus series, read from the Raft driver at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from node.raft.core import Role
+from node.raft.driver import RaftDriver
+
+
+class RaftCollector(Collector):
+    def __init__(self, driver: RaftDriver) -> None:
+        self._driver = driver
+
+    def collect(self) -> Iterator[Metric]:
+        raft = self._driver.raft
+        if raft is None:
+            return
+        gauges = {
+            "blobstore_raft_term": ("Current Raft term", raft.term),
+            "blobstore_raft_is_leader": ("1 if this node is the coordinator",
+                                         int(raft.role is Role.LEADER)),
+            "blobstore_raft_commit_index": ("Highest log index known committed",
+                                            raft.commit_index),
+            "blobstore_raft_last_index": ("Last index in this node's log", raft.log.last_index),
+            "blobstore_raft_snapshot_index": ("Index the log was compacted to",
+                                              raft.log.snapshot.index),
+            "blobstore_raft_log_entries": ("Entries held in the log (after the snapshot)",
+                                           raft.log.last_index - raft.log.snapshot.index),
+            "blobstore_raft_voters": ("Voters in the membership", len(raft.membership.voters)),
+            "blobstore_raft_learners": ("Learners in the membership",
+                                        len(raft.membership.learners)),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
+        counters = {
+            "blobstore_raft_leader_changes": ("Leaders this node has seen take over",
+                                              raft.stats["leader_changes"]),
+            "blobstore_raft_elections": ("Elections this node started", raft.stats["elections"]),
+            "blobstore_raft_snapshots_sent": ("InstallSnapshots sent",
+                                              raft.stats["snapshots_sent"]),
+            "blobstore_raft_snapshots_installed": ("Snapshots installed from a leader",
+                                                   raft.stats["snapshots_installed"]),
+            "blobstore_raft_bad_messages": ("Raft messages dropped: undecodable or spoofed",
+                                            self._driver.counters["bad_messages"]),
+            "blobstore_raft_entries_persisted": ("Log entries written to disk",
+                                                 self._driver.counters["entries_persisted"]),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
