@@ -18,15 +18,24 @@ class BroadcastQueue:
         self._items: dict[str, tuple[Update, int]] = {}
         self._order = 0
         self._born: dict[str, int] = {}
+        #: Encoded sizes, measured once per queued update (``take`` runs per datagram).
+        self._sizes: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, update: Update) -> None:
-        """Queue ``update``, replacing whatever was queued about the same member."""
+    def put(self, update: Update, size: int | None = None) -> None:
+        """Queue ``update``, replacing whatever was queued about the same member.
+
+        ``size``: its encoded size, if the caller already measured it.
+        """
         self._items[update.node_id] = (update, 0)
         self._order += 1
         self._born[update.node_id] = self._order
+        if size is None:
+            self._sizes.pop(update.node_id, None)
+        else:
+            self._sizes[update.node_id] = size
 
     def take(self, budget_bytes: int, size_of: Callable[[Update], int],
              limit: int) -> list[Update]:
@@ -39,7 +48,9 @@ class BroadcastQueue:
         taken: list[Update] = []
         used = 0
         for node_id, (update, sent) in ranked:
-            size = size_of(update)
+            size = self._sizes.get(node_id)
+            if size is None:
+                size = self._sizes[node_id] = size_of(update)
             if used + size > budget_bytes:
                 continue
             used += size
@@ -47,6 +58,7 @@ class BroadcastQueue:
             if sent + 1 >= limit:
                 del self._items[node_id]
                 del self._born[node_id]
+                del self._sizes[node_id]
             else:
                 self._items[node_id] = (update, sent + 1)
         return taken

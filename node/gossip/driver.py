@@ -117,7 +117,6 @@ class Gossip:
     async def _receive_loop(self) -> None:
         while True:
             source, data = await self.transport.receive_packet()
-            self.counters["bytes_in"] += len(data)
             try:
                 _, packet = self._opener.open(data, now_ms=self._wall_ms())
             except WireError as exc:
@@ -177,8 +176,6 @@ class Gossip:
             await self.transport.send_packet(effect.to, data)
         except ValueError:
             self.counters["unsendable"] += 1
-            return
-        self.counters["bytes_out"] += len(data)
 
     async def _push_pull(self, effect: PushPullWith) -> None:
         async with self._push_pulls:
@@ -236,21 +233,26 @@ class Gossip:
     async def _send_state(self, stream: trio.abc.SendStream, state: PushPull) -> None:
         frame = seal_push_pull(state, key=self._key, now_ms=self._wall_ms())
         await stream.send_all(frame)
-        self.counters["bytes_out"] += len(frame)
+        self.counters["stream_bytes_out"] += len(frame)
 
     # -- observing -------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Everything countable, for metrics: core, wire and driver counters together."""
+        """Everything countable, for metrics: core, wire and driver counters together.
+
+        Gossip bytes are the transport's datagram counters plus push-pull streams.
+        """
         opener = self._opener
         return {**self.swim.stats, **self.counters,
+                "bytes_in": self.transport.bytes_received + self.counters["stream_bytes_in"],
+                "bytes_out": self.transport.bytes_sent + self.counters["stream_bytes_out"],
                 "datagrams_accepted": opener.accepted, "bad_mac": opener.bad_mac,
                 "replayed": opener.replayed, "stale": opener.stale,
                 "malformed": opener.malformed + opener.oversize}
 
 
 class _CountingReceiver(trio.abc.ReceiveStream):
-    """Counts the push-pull bytes a peer sends us into ``bytes_in``."""
+    """Counts the push-pull bytes a peer sends us into ``stream_bytes_in``."""
 
     def __init__(self, stream: trio.abc.ReceiveStream, counters: Counter[str]) -> None:
         self._stream = stream
@@ -258,7 +260,7 @@ class _CountingReceiver(trio.abc.ReceiveStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         data = await self._stream.receive_some(max_bytes)
-        self._counters["bytes_in"] += len(data)
+        self._counters["stream_bytes_in"] += len(data)
         return data
 
     async def aclose(self) -> None:

@@ -141,7 +141,6 @@ class Swim:
         self.config = config
         self._rng = rng
         self._sizer: Sizer = sizer or EstimatedSizer()
-        self._sizes: dict[int, tuple[Update, int]] = {}
         self._members: dict[str, _Entry] = {self.me: _Entry(me, incarnation, ALIVE, now)}
         self._queue = BroadcastQueue()
         self._effects: list[Effect] = []
@@ -525,34 +524,20 @@ class Swim:
     def _enqueue(self, update: Update) -> None:
         """Queue an update for piggybacking; one too big for any datagram's budget could
         never leave the queue, so it spreads by push-pull only."""
-        if self._update_size(update) <= self.config.piggyback_budget_bytes:
-            self._queue.put(update)
+        size = self._sizer.update(update)
+        if size <= self.config.piggyback_budget_bytes:
+            self._queue.put(update, size)
 
     def _send(self, to: str, message: ProtocolMessage | None,
               first: tuple[Update, ...] = ()) -> None:
         room = self._sizer.max_datagram_bytes - self._sizer.datagram(message)
         room = min(room, self.config.piggyback_budget_bytes)
         room -= sum(self._sizer.update(u) for u in first)
-        updates = list(first) + self._queue.take(room, self._update_size,
+        updates = list(first) + self._queue.take(room, self._sizer.update,
                                                  self.config.retransmit_limit(self._count()))
         if message is None and not updates:
             return
         self._effects.append(Send(to, Packet(message, tuple(updates))))
-
-    def _update_size(self, update: Update) -> int:
-        """The sizer's answer, remembered per update object. ``take`` sizes every queued
-        update on every send; encoding each anew made a datagram cost O(queue) encodes,
-        O(N) per datagram for a while after every join. The entry holds the update, so
-        its id cannot be reused while cached; the cache is dropped when it outgrows the queue.
-        """
-        hit = self._sizes.get(id(update))
-        if hit is not None and hit[0] is update:
-            return hit[1]
-        if len(self._sizes) > 2 * len(self._queue) + 64:
-            self._sizes.clear()
-        size = self._sizer.update(update)
-        self._sizes[id(update)] = (update, size)
-        return size
 
     def _gossip(self) -> None:
         if not len(self._queue):

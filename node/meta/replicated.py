@@ -18,6 +18,8 @@ its outcome is unknown to the client, as after a lost response.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
@@ -32,6 +34,8 @@ from node.rpc.peers import CallFailed, PeerNet
 from node.store.db import Database
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Pause before asking again when there is no leader (an election takes about this long).
 RETRY_S = 0.05
@@ -76,53 +80,51 @@ class ReplicatedLog:
 
     async def submit(self, command: c.Command) -> object:
         data = c.encode(command)
-        with trio.move_on_after(self._timeout_s):
-            while True:
-                driver = self._ready_driver()
-                raft = driver.raft
-                try:
-                    if raft is not None and raft.is_leader:
-                        result = await driver.propose(data)
-                    elif raft is not None and raft.leader is not None:
-                        answer = await self._peers.call(raft.leader, "meta.propose", data,
-                                                        timeout_s=self._timeout_s)
-                        index, term = (int(x) for x in answer.split(b" "))
-                        result = await driver.result_of(index, term)
-                    else:
-                        await trio.sleep(RETRY_S)
-                        continue
-                except (NotLeader, CallFailed) as exc:
-                    log.debug("write not taken; retrying", extra={"why": repr(exc)})
-                    await trio.sleep(RETRY_S)
-                    continue
-                except ProposalLost as exc:
-                    raise Unavailable(f"the write did not commit: {exc}") from None
-                if isinstance(result, BaseException):
-                    raise result
-                return result
-        raise Unavailable("no coordinator could commit the write in time; retry")
+
+        async def remote(driver: RaftDriver, leader: str) -> object:
+            answer = await self._peers.call(leader, "meta.propose", data,
+                                            timeout_s=self._timeout_s)
+            index, term = (int(x) for x in answer.split(b" "))
+            return await driver.result_of(index, term)
+
+        try:
+            result = await self._at_leader(lambda driver: driver.propose(data), remote,
+                                           (NotLeader, CallFailed),
+                                           "no coordinator could commit the write in time")
+        except ProposalLost as exc:
+            raise Unavailable(f"the write did not commit: {exc}") from None
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def read_barrier(self) -> None:
+        async def remote(driver: RaftDriver, leader: str) -> int:
+            return int(await self._peers.call(leader, "meta.read_index", b"",
+                                              timeout_s=self._timeout_s))
+
+        index = await self._at_leader(lambda driver: driver.read_index(), remote,
+                                      (NotLeader, CallFailed, ValueError),
+                                      "no coordinator confirmed a read point in time")
+        await self._ready_driver().wait_applied(index)
+
+    async def _at_leader(self, here: Callable[[RaftDriver], Awaitable[T]],
+                         there: Callable[[RaftDriver, str], Awaitable[T]],
+                         retry_on: tuple[type[Exception], ...], give_up: str) -> T:
+        """Run ``here`` on the leader or ``there`` against it from a follower, waiting out
+        elections and retrying ``retry_on``, until ``timeout_s``: then Unavailable."""
         with trio.move_on_after(self._timeout_s):
             while True:
                 driver = self._ready_driver()
                 raft = driver.raft
                 try:
                     if raft is not None and raft.is_leader:
-                        index = await driver.read_index()
-                    elif raft is not None and raft.leader is not None:
-                        answer = await self._peers.call(raft.leader, "meta.read_index", b"",
-                                                        timeout_s=self._timeout_s)
-                        index = int(answer)
-                    else:
-                        await trio.sleep(RETRY_S)
-                        continue
-                except (NotLeader, CallFailed, ValueError):
-                    await trio.sleep(RETRY_S)
-                    continue
-                await driver.wait_applied(index)
-                return
-        raise Unavailable("no coordinator confirmed a read point in time; retry")
+                        return await here(driver)
+                    if raft is not None and raft.leader is not None:
+                        return await there(driver, raft.leader)
+                except retry_on as exc:
+                    log.debug("not taken; retrying", extra={"why": repr(exc)})
+                await trio.sleep(RETRY_S)
+        raise Unavailable(f"{give_up}; retry")
 
     def status(self) -> LogStatus:
         raft = self.driver.raft if self.driver is not None else None

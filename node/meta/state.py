@@ -27,7 +27,7 @@ from node.errors import (BlobstoreError, BlobNotFound, ContainerExists, Containe
                          UserNotFound)
 from node.meta import commands as c
 from node.meta.records import Container, Manifest, User
-from node.store.db import Connection
+from node.store.db import Connection, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -141,8 +141,7 @@ class MetaState:
             previous = index
         results: list[object] = []
         view_ops: list[ViewOp] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for index, command in entries:
                 conn.execute("SAVEPOINT cmd")
                 try:
@@ -158,10 +157,6 @@ class MetaState:
                 results.append(result)
             last = entries[-1][0]
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('applied_index', ?)", (str(last),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self.applied_index = entries[-1][0]
         for op in view_ops:
             op()

@@ -65,10 +65,6 @@ class _GossipView:
     def __getattr__(self, name: str) -> object:
         return getattr(self._transport, name)
 
-    @property
-    def address(self) -> str:
-        return self._transport.address
-
     async def accept(self) -> tuple[trio.abc.HalfCloseableStream, str]:
         try:
             return await self._streams.receive()

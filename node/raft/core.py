@@ -198,8 +198,7 @@ class Raft:
             # disk write (the driver receives while it writes).
             durable = [e.index for e in ready.entries if self.log.term_at(e.index) == e.term]
             if durable:
-                self._persisted = max(self._persisted, min(durable[-1], self._contiguous(
-                    durable)))
+                self._persisted = max(self._persisted, self._contiguous(durable))
         if ready.truncate_from is not None:
             self._persisted = min(self._persisted, self.log.last_index)
         if ready.committed:

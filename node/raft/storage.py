@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from node.raft.core import HardState, Ready
 from node.raft.messages import Entry, EntryKind, Membership, SnapshotMeta
-from node.store.db import Connection
+from node.store.db import Connection, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raft_hard_state (
@@ -66,8 +66,7 @@ def save(conn: Connection, ready: Ready) -> None:
     if ready.hard_state is None and ready.truncate_from is None and not ready.entries \
             and ready.snapshot is None:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         if ready.snapshot is not None:
             _record_snapshot(conn, ready.snapshot.meta)
         if ready.truncate_from is not None:
@@ -81,21 +80,12 @@ def save(conn: Connection, ready: Ready) -> None:
         if ready.hard_state is not None:
             conn.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, voted_for) "
                          "VALUES (1, ?, ?)", (ready.hard_state.term, ready.hard_state.voted_for))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def compact(conn: Connection, meta: SnapshotMeta) -> None:
     """Forget the log up to ``meta.index`` (the state machine has applied it)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         _record_snapshot(conn, meta)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _record_snapshot(conn: Connection, meta: SnapshotMeta) -> None:

@@ -13,7 +13,8 @@ a power cut, not just a process crash.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,6 +72,19 @@ class Database:
         for conn in self._all_readers:
             conn.close()
         self._writer.close()
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One immediate write transaction: committed if the block ends, rolled back if it raises
+    (or is cancelled)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _in_read_txn(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

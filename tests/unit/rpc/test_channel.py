@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from node.rpc.channel import Channel, ChannelError, accept_channel, connect_channel
+from node.rpc.channel import Channel, ChannelError, _mac, accept_channel, connect_channel
 
 KEY = b"cluster-key-0123456789"
 
@@ -108,7 +108,6 @@ async def test_a_frame_reflected_to_its_sender_is_rejected() -> None:
     await s.send(b"from server")
     assert await c.receive() == b"from server"
     # What the client would send as its first frame is MAC'ed for the other direction.
-    from node.rpc.channel import _mac
     body = b"from server"
     assert _mac(s._session, b"s", (0).to_bytes(8, "big"), body) != \
         _mac(s._session, b"c", (0).to_bytes(8, "big"), body)
