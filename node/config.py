@@ -171,7 +171,12 @@ class NodeConfig:
     send_timeout_s: float = _setting(60.0, parse_duration, "max time to send one response piece")
     gc_interval_s: float = _setting(60.0, parse_duration, "pause between GC passes")
     gc_grace_s: float = _setting(1 * HOURS, parse_duration, "min age of a collectable chunk")
-    commit_batch_max: int = _setting(256, parse_int, "metadata commands per fsync")
+    election_timeout_s: float = _setting(0.8, parse_duration,
+                                         "coordinator silence before an election (x1..x2)")
+    meta_timeout_s: float = _setting(5.0, parse_duration,
+                                     "metadata writes without a quorum give up (503) after")
+    voter_replace_s: float = _setting(30.0, parse_duration,
+                                      "a voter dead this long is replaced by a learner")
     gossip_preset: str = _setting("lan", parse_str, "gossip timings: lan, local or tests")
     zone: str = _setting("", parse_str, "failure domain (rack, room); replicas spread over zones")
     weight: int = _setting(1, parse_int, "relative capacity for placement (1..1000)")
@@ -218,7 +223,10 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.send_timeout_s > 0, "send_timeout_s", "must be positive")
     _check(cfg.gc_interval_s > 0, "gc_interval_s", "must be positive")
     _check(cfg.gc_grace_s >= 0, "gc_grace_s", "must not be negative")
-    _check(1 <= cfg.commit_batch_max <= 10_000, "commit_batch_max", "must be 1..10000")
+    _check(0.05 <= cfg.election_timeout_s <= 60, "election_timeout_s", "must be 50ms..60s")
+    _check(cfg.meta_timeout_s >= 2 * cfg.election_timeout_s, "meta_timeout_s",
+           "must be at least twice election_timeout_s (room for one election)")
+    _check(cfg.voter_replace_s >= 1, "voter_replace_s", "must be at least 1s")
     _check(cfg.gossip_preset in ("lan", "local", "tests"), "gossip_preset",
            "must be lan, local or tests")
     _check(len(cfg.zone) <= 64 and cfg.zone.isprintable(), "zone",

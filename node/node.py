@@ -1,10 +1,14 @@
 """The composition root: one node, its services, and the one nursery they run in.
 
-Start-up order: lock the data dir, check identity, open metadata and chunks,
-start the metadata log, bootstrap a new cluster if the metadata is empty, then
-serve HTTP. Stopping (``stop()``, or SIGTERM in the process) drains: the node
-reports itself degraded, hypercorn stops accepting and finishes the requests in
-flight, then the background tasks are cancelled and the database is closed.
+Start-up order: lock the data dir, bind the gossip port (RPC shares it), check
+identity, open metadata, the Raft log and chunks, start the RPC network and the
+coordinator (``node.coordinator``), serve HTTP, then gossip. A node started as
+a cluster of one bootstraps before it serves; a node of a larger cluster serves
+at once and answers 503 until the coordinator group has formed. Stopping
+(``stop()``, or SIGTERM in the process) drains: the node reports itself
+degraded, hands leadership over if it leads, announces its leave, hypercorn
+stops accepting and finishes the requests in flight, then the background tasks
+are cancelled and the databases are closed.
 A crash in simulation is simply cancelling ``run``; nothing acknowledged depends
 on the orderly part.
 """
@@ -18,6 +22,7 @@ import os
 import secrets
 from contextlib import AsyncExitStack
 from pathlib import Path
+from types import MappingProxyType
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -40,7 +45,7 @@ from node.gossip.metrics import GossipCollector
 from node.logs import node_id_var
 from node.meta import commands as c
 from node.meta import queries
-from node.meta.log import LocalLog
+from node.meta.replicated import ReplicatedLog
 from node.meta.state import MetaState
 from node.entropy import random_source
 from node.net.transport import Transport, TransportError
@@ -49,6 +54,11 @@ from node.ring.ring import Ring, single_node_view
 from node.services import Services
 from node.store.chunks import ChunkStore
 from node.store.db import Database
+from node.coordinator.service import Coordinator
+from node.net.router import StreamRouter
+from node.raft import storage as raft_storage
+from node.raft.metrics import RaftCollector
+from node.rpc.peers import PeerNet
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +112,11 @@ class Node:
         self.services: Services | None = None
         self.app: BlobApp | None = None
         self.gossip: Gossip | None = None
+        self.coordinator: Coordinator | None = None
+        self.router: StreamRouter | None = None
         self._stop = trio.Event()
+        self._bootstrap_lock = trio.Lock()
+        self._key = b""
 
     def stop(self) -> None:
         """Begin a graceful stop: drain requests, then return from ``run``."""
@@ -110,15 +124,24 @@ class Node:
             self.services.draining = True
         self._stop.set()
 
-    def _open(self) -> tuple[Services, LocalLog]:
+    def _open(self, transport: Transport) -> tuple[Services, ReplicatedLog, PeerNet, Database,
+                                                     bool]:
+        """Open the databases and stores; build the metadata log over the RPC network."""
         cfg = self.config
         _check_identity(cfg)
         db = Database(cfg.data_dir / "meta.sqlite3")
+        raft_db = Database(cfg.data_dir / "raft.sqlite3", readers=1)
         state = MetaState()
         db.write_sync(state.load)
+        has_raft = raft_db.write_sync(raft_storage.has_state)
+        if not has_raft and state.applied_index > 0:
+            raise ConfigError(f"data dir {cfg.data_dir} holds metadata but no coordinator log; "
+                              "it was not written by this version")
+        if not has_raft and self._lone:
+            self._admin_password()  # this node will bootstrap: fail now, not later
+        peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address)
+        meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s)
         metrics = NodeMetrics()
-        meta_log = LocalLog(state, db, cfg.node_id, batch_max=cfg.commit_batch_max,
-                            observer=metrics)
         chunks = ChunkStore(cfg.data_dir / "store")
         pins = ChunkPins()
         collector = ChunkCollector(
@@ -141,29 +164,38 @@ class Node:
                                                lambda: chunks.corrupt_found),
             "blobstore_chunks_collected": ("Unreferenced chunks collected",
                                            lambda: collector.collected_total),
-            "blobstore_members": ("Members by this node's view",
-                                  lambda: len(svc.membership.live())),
             "blobstore_meta_applied_index": ("Last applied metadata entry",
                                              lambda: state.applied_index),
         })
-        return svc, meta_log
+        return svc, meta_log, peers, raft_db, has_raft
 
-    async def _bootstrap(self, svc: Services) -> None:
-        if svc.state.signing_key is not None:
-            return
+    @property
+    def _lone(self) -> bool:
+        """Started as a cluster of one: it bootstraps at once, without waiting for gossip."""
+        return self.config.bootstrap_expect == 1 and not self.config.join
+
+    def _admin_password(self) -> str:
         password = self.config.admin_password
-        if password is None:
-            if not self.config.dev:
-                raise ConfigError("BLOBSTORE_ADMIN_PASSWORD is required to bootstrap a new "
-                                  "cluster (or start with --dev for a development default)")
-            password = DEV_ADMIN_PASSWORD
-            log.warning("DEVELOPMENT MODE: the admin password is the documented default "
-                        "%r; never use --dev for real data", DEV_ADMIN_PASSWORD)
-        await svc.log.submit(c.Bootstrap(
-            cluster_id=secrets.token_hex(16), signing_key_hex=secrets.token_hex(32),
-            admin_password_hash=await svc.hasher.hash(password),
-            now=rfc3339(self.clock.now())))
-        log.info("bootstrapped a new cluster", extra={"cluster_id": svc.state.cluster_id})
+        if password is not None:
+            return password
+        if not self.config.dev:
+            raise ConfigError("BLOBSTORE_ADMIN_PASSWORD is required to bootstrap a new "
+                              "cluster (or start with --dev for a development default)")
+        log.warning("DEVELOPMENT MODE: the admin password is the documented default "
+                    "%r; never use --dev for real data", DEV_ADMIN_PASSWORD)
+        return DEV_ADMIN_PASSWORD
+
+    async def _bootstrap_metadata(self, svc: Services) -> None:
+        """Create the admin user and the token signing key, once per cluster (the command is
+        idempotent; the lock only saves this node a second password hash)."""
+        async with self._bootstrap_lock:
+            if svc.state.signing_key is not None:
+                return
+            password_hash = await svc.hasher.hash(self._admin_password())
+            await svc.log.submit(c.Bootstrap(
+                cluster_id=secrets.token_hex(16), signing_key_hex=secrets.token_hex(32),
+                admin_password_hash=password_hash, now=rfc3339(self.clock.now())))
+            log.info("bootstrapped the metadata", extra={"cluster_id": svc.state.cluster_id})
 
     def _hypercorn_config(self) -> HypercornConfig:
         hc = HypercornConfig()
@@ -181,35 +213,60 @@ class Node:
             log.warning("DEVELOPMENT MODE (--dev): default secrets are allowed; "
                         "never use it for real data")
         lock_fd = _lock_data_dir(self.config.data_dir)
-        db: Database | None = None
+        self._key = self._cluster_key()
+        databases: list[Database] = []
         try:
-            svc, meta_log = self._open()
-            db = svc.db
-            await svc.chunks.open()
-            self.services, self.app = svc, create_app(svc)
             async with AsyncExitStack() as stack:
                 transport = await self._enter_transport(stack)
+                self.router = StreamRouter(transport)
+                svc, meta_log, peers, raft_db, has_raft = self._open(self.router.gossip)
+                databases += [svc.db, raft_db]
+                await svc.chunks.open()
+                self.services, self.app = svc, create_app(svc)
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(meta_log.run)
-                    await self._bootstrap(svc)
+                    await nursery.start(peers.run)
+                    await nursery.start(self.router.run, peers.serve)
+                    coordinator = self._coordinator(svc, meta_log, peers, raft_db, has_raft)
+                    nursery.start_soon(coordinator.run)
                     await nursery.start(svc.collector.run)
+                    if self._lone:
+                        # A one-node cluster is complete at once: be bootstrapped when ready.
+                        await self._bootstrap_metadata(svc)
                     binds = await nursery.start(self._serve)
                     self.http_url = binds[0]
-                    self.gossip = await self._start_gossip(nursery, svc, transport, self.http_url)
+                    self.gossip = await self._start_gossip(nursery, svc, self.router.gossip,
+                                                           coordinator, self.http_url)
                     self._write_ready()
                     log.info("node ready", extra={"http": self.http_url,
                                                   "gossip": transport.address})
                     task_status.started(self)
                     await self._stop.wait()
                     svc.draining = True
+                    await coordinator.step_down()
                     await self.gossip.leave(self.config.leave_timeout_s)
                     await self._served.wait()
                     nursery.cancel_scope.cancel()
         finally:
             (self.config.data_dir / READY_FILE).unlink(missing_ok=True)
-            if db is not None:
+            for db in databases:
                 db.close()
             os.close(lock_fd)
+
+    def _coordinator(self, svc: Services, meta_log: ReplicatedLog, peers: PeerNet,
+                     raft_db: Database, has_raft: bool) -> Coordinator:
+        cfg = self.config
+        coordinator = Coordinator(
+            cfg, raft_db, meta_log, peers, svc.state, random_source(),
+            lambda: svc.membership, has_state=has_raft,
+            settle_s=2 * PRESETS[cfg.gossip_preset].probe_interval_s,
+            bootstrap_metadata=lambda: self._bootstrap_metadata(svc), observer=svc.metrics)
+        self.coordinator = coordinator
+        svc.metrics.registry.register(RaftCollector(lambda: coordinator.driver))
+        return coordinator
+
+    def _gossip_address(self, node_id: str) -> str | None:
+        member = self.gossip.swim.member(node_id) if self.gossip is not None else None
+        return member.gossip_addr if member is not None else None
 
     async def _enter_transport(self, stack: AsyncExitStack) -> Transport:
         """Bind gossip's UDP and TCP port for the life of ``stack``; a bad address or a
@@ -233,7 +290,7 @@ class Node:
         return secrets.token_bytes(32)
 
     async def _start_gossip(self, nursery: trio.Nursery, svc: Services, transport: Transport,
-                            http_url: str) -> Gossip:
+                            coordinator: Coordinator, http_url: str) -> Gossip:
         """Members carry the addresses the node really listens on (port 0 picks one)."""
         cfg = self.config
         seeds = []
@@ -243,13 +300,17 @@ class Node:
             except (TransportError, ValueError) as exc:
                 raise ConfigError(f"setting join: {exc}") from None
         me = MemberMeta(cfg.node_id, transport.address, http_url.split("://", 1)[-1],
-                        zone=cfg.zone, weight=cfg.weight)
-        gossip = Gossip(me, PRESETS[cfg.gossip_preset], transport, self._cluster_key(),
+                        zone=cfg.zone, weight=cfg.weight,
+                        tags=MappingProxyType(dict(coordinator.tags)))
+        gossip = Gossip(me, PRESETS[cfg.gossip_preset], transport, self._key,
                         rng=random_source(), wall_ms=lambda: int(self.clock.now() * 1000),
                         seeds=tuple(seeds), on_view=lambda view: self._on_view(svc, view))
         svc.metrics.registry.register(GossipCollector(gossip))
         self._on_view(svc, gossip.view)
         await nursery.start(gossip.run)
+        coordinator.publish = gossip.set_tags
+        if dict(gossip.swim.own_meta.tags) != coordinator.tags:
+            gossip.set_tags(coordinator.tags)  # changed while gossip was starting
         return gossip
 
     def _on_view(self, svc: Services, view: MembershipView) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import request
 
 from node.auth import tokens
-from node.errors import ContainerNotFound, Forbidden, Unauthorized
+from node.errors import ContainerNotFound, Forbidden, Unauthorized, Unavailable
 from node.meta.records import Container, User
 from node.services import Services
 
@@ -28,7 +28,7 @@ async def authenticate(svc: Services) -> User:
         raise Unauthorized("expected Authorization: Bearer <token>")
     key = svc.state.signing_key
     if key is None:
-        raise Unauthorized("the cluster is not bootstrapped yet")
+        raise Unavailable("the cluster's metadata has not reached this node yet; retry")
     claims = tokens.verify(key, token.strip(), svc.clock.now())
     await svc.log.read_barrier()
     user = svc.state.view.users_by_uid.get(claims.uid)

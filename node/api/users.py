@@ -11,7 +11,7 @@ from node.api.errors import json_response, no_content
 from node.api.inputs import client_address, json_body, query
 from node.auth import tokens
 from node.clock import rfc3339
-from node.errors import Forbidden, InvalidRequest, Unauthorized, UserNotFound
+from node.errors import Forbidden, InvalidRequest, Unauthorized, Unavailable, UserNotFound
 from node.meta import commands as c
 from node.meta.records import User
 from node.services import Services
@@ -45,10 +45,12 @@ async def login(svc: Services) -> Response:
     body = await json_body({"username", "password"}, {"username", "password"})
     if not isinstance(body["username"], str) or not isinstance(body["password"], str):
         raise InvalidRequest("username and password must be strings")
-    user = await _check_password(svc, body["username"][:256], body["password"][:1024])
+    # Linearizable: a password change or user deletion committed anywhere counts here.
+    await svc.log.read_barrier()
     key = svc.state.signing_key
     if key is None:
-        raise Unauthorized("the cluster is not bootstrapped yet")
+        raise Unavailable("the cluster's metadata has not reached this node yet; retry")
+    user = await _check_password(svc, body["username"][:256], body["password"][:1024])
     expires = svc.clock.now() + svc.config.token_ttl_s
     token = tokens.issue(key, tokens.TokenClaims(user.username, user.uid, user.epoch, expires))
     return json_response({"token": token, "expires_at": rfc3339(expires),

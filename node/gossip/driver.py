@@ -20,6 +20,8 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import trio
@@ -59,11 +61,7 @@ class Gossip:
         self._boot = rng.getrandbits(64)
         self._counter = itertools.count(1)
         self._opener = PacketOpener(key)
-        # Refuse at start-up what could never be piggybacked: our own Alive must fit.
-        alive_size = WireSizer(me.node_id).update(Alive(incarnation, me))
-        if alive_size > config.piggyback_budget_bytes:
-            raise Oversize(f"this member's metadata takes {alive_size} bytes on the wire; "
-                             f"at most {config.piggyback_budget_bytes} fit a datagram")
+        self._check_fits(me, incarnation)
         seal_packet(Packet(None, (Alive(incarnation, me),)), key=key, sender=me.node_id,
                     boot=0, counter=0, now_ms=0)
         self.swim = Swim(me, config, rng, trio.current_time(), incarnation=incarnation,
@@ -98,6 +96,20 @@ class Gossip:
             # Alone, there is nobody to tell: the farewell would wait in the queue forever.
             while (self.swim.pending_updates and self._others_live()) or self._sending:
                 await trio.sleep(self.config.gossip_interval_s)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Replace this member's tags; the change spreads like any Alive."""
+        meta = replace(self.swim.own_meta, tags=MappingProxyType(dict(tags)))
+        self._check_fits(meta, self.swim.incarnation + 1)
+        self.swim.update_meta(meta)
+        self._flush()
+
+    def _check_fits(self, me: MemberMeta, incarnation: int) -> None:
+        """Refuse what could never be piggybacked: our own Alive must fit a datagram."""
+        alive_size = WireSizer(me.node_id).update(Alive(incarnation, me))
+        if alive_size > self.config.piggyback_budget_bytes:
+            raise Oversize(f"this member's metadata takes {alive_size} bytes on the wire; "
+                           f"at most {self.config.piggyback_budget_bytes} fit a datagram")
 
     def _others_live(self) -> bool:
         return any(m.node_id != self.swim.me for m in self.view.live())

@@ -180,6 +180,10 @@ class Swim:
     def incarnation(self) -> int:
         return self._members[self.me].incarnation
 
+    @property
+    def own_meta(self) -> MemberMeta:
+        return self._members[self.me].meta
+
     def member(self, node_id: str) -> Member | None:
         entry = self._members.get(node_id)
         return entry.snapshot() if entry else None
@@ -221,6 +225,17 @@ class Swim:
         self._enqueue(Dead(self.me, entry.incarnation, self.me))
         for target in self._random_members(self.config.gossip_nodes * 2, exclude=()):
             self._send(target.meta.gossip_addr, None)
+
+    def update_meta(self, meta: MemberMeta) -> None:
+        """Publish new metadata about ourselves (tags): a fresh incarnation carries it, so
+        it beats every older Alive (memberlist's UpdateNode)."""
+        if meta.node_id != self.me:
+            raise ValueError("a member can only change its own metadata")
+        entry = self._members[self.me]
+        entry.meta = meta
+        entry.incarnation += 1
+        self._changed(entry)
+        self._enqueue(Alive(entry.incarnation, meta))
 
     @property
     def pending_updates(self) -> int:

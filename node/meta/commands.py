@@ -2,9 +2,9 @@
 
 A command carries every input its effect depends on (timestamps, password
 hashes, keys), so applying the same commands in the same order gives the same
-state and the same results on every node. Today ``LocalLog`` applies them at
-once; the coordinator will replicate their encoded form through Raft and each
-node will apply the committed entries to its own sqlite copy.
+state and the same results on every node. The coordinator replicates their
+encoded form through Raft and each node applies the committed entries to its
+own sqlite copy.
 
 Commands are frozen dataclasses with JSON-friendly fields; ``encode`` and
 ``decode`` are their wire and log format (versioned by the ``v`` key).

@@ -129,8 +129,13 @@ class ReplicatedLog:
     def status(self) -> LogStatus:
         raft = self.driver.raft if self.driver is not None else None
         if raft is None:
-            return LogStatus(term=0, leader=None, commit_index=0)
-        return LogStatus(term=raft.term, leader=raft.leader, commit_index=raft.commit_index)
+            return LogStatus(term=0, leader=None, commit_index=0,
+                             applied_index=self._state.applied_index)
+        return LogStatus(term=raft.term, leader=raft.leader, commit_index=raft.commit_index,
+                         applied_index=self._state.applied_index, role=raft.role.value,
+                         voters=tuple(sorted(raft.membership.voters)),
+                         learners=tuple(sorted(raft.membership.learners)),
+                         match_index=dict(sorted(raft.progress().items())))
 
     def _ready_driver(self) -> RaftDriver:
         if self.driver is None:

@@ -335,6 +335,9 @@ class Raft:
     # -- elections --------------------------------------------------------------------------
 
     def _reset_election_timer(self, now: float) -> None:
+        if self.membership.voters == {self.id}:
+            self._election_deadline_s = now  # alone: nobody else can lead, so do not wait
+            return
         timeout = self.config.election_timeout_s
         self._election_deadline_s = now + self._rng.uniform(timeout, 2 * timeout)
 

@@ -144,6 +144,19 @@ class RaftDriver:
             raise NotLeader(self._core().leader)
         return box[0]
 
+    def change_membership(self, membership: Membership) -> Entry:
+        """Propose a single-server change (in force once appended). Raises NotLeader or
+        ChangeInProgress."""
+        entry = self._core().change_membership(trio.current_time(), membership)
+        self._wake()
+        return entry
+
+    def transfer_leadership(self) -> str | None:
+        """Start handing leadership to the most up-to-date voter; the chosen one, if any."""
+        target = self._core().transfer_leadership(trio.current_time())
+        self._wake()
+        return target
+
     async def wait_applied(self, index: int) -> None:
         while self._applied < index:
             await self._applied_changed.wait()

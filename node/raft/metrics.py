@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -12,12 +12,15 @@ from node.raft.driver import RaftDriver
 
 
 class RaftCollector(Collector):
-    def __init__(self, driver: RaftDriver) -> None:
-        self._driver = driver
+    """Reads whichever driver ``source`` returns (None: this node has no Raft group yet)."""
+
+    def __init__(self, source: Callable[[], RaftDriver | None]) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        raft = self._driver.raft
-        if raft is None:
+        driver = self._source()
+        raft = driver.raft if driver is not None else None
+        if driver is None or raft is None:
             return
         gauges = {
             "blobstore_raft_term": ("Current Raft term", raft.term),
@@ -45,9 +48,9 @@ class RaftCollector(Collector):
             "blobstore_raft_snapshots_installed": ("Snapshots installed from a leader",
                                                    raft.stats["snapshots_installed"]),
             "blobstore_raft_bad_messages": ("Raft messages dropped: undecodable or spoofed",
-                                            self._driver.counters["bad_messages"]),
+                                            driver.counters["bad_messages"]),
             "blobstore_raft_entries_persisted": ("Log entries written to disk",
-                                                 self._driver.counters["entries_persisted"]),
+                                                 driver.counters["entries_persisted"]),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)

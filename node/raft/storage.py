@@ -61,6 +61,13 @@ def load(conn: Connection) -> Stored:
     return Stored(hard, snapshot, contiguous)
 
 
+def has_state(conn: Connection) -> bool:
+    """Whether this node was ever part of a Raft group (cheap: no log is read)."""
+    create(conn)
+    return any(conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+               for table in ("raft_hard_state", "raft_snapshot", "raft_log"))
+
+
 def save(conn: Connection, ready: Ready) -> None:
     """Make ``ready``'s persistent parts durable, in one transaction."""
     if ready.hard_state is None and ready.truncate_from is None and not ready.entries \

@@ -83,10 +83,13 @@ class PeerNet:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None  # stopped: whatever is still sent is dropped
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -122,11 +125,12 @@ class PeerNet:
         if address is None:
             return peer
         if peer is None or peer.address != address:
+            if self._nursery is None:
+                return None
             if peer is not None:
                 peer.send.close()
             send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
             peer = self._peers[peer_id] = _Peer(address, send, receive)
-            assert self._nursery is not None, "PeerNet.run is not running"
             self._nursery.start_soon(self._sender, peer_id, peer)
         return peer
 
@@ -137,7 +141,7 @@ class PeerNet:
             return False
         try:
             peer.send.send_nowait(frame)
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self.counters["dropped"] += 1
             return False
         return True

@@ -167,6 +167,22 @@ class NodeProcess:
                                      f"{self.start_timeout_s} s:\n{self.log_tail()}")
             time.sleep(0.05)
 
+    def wait_in_cluster(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Wait until this node names a coordinator and serves (its metadata has caught up
+        with the cluster's bootstrap); the /health answer."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = self._health(timeout_s=2.0)
+            if status == 200 and body.get("status") == "ok" and body.get("coordinator"):
+                return dict(body)
+            if not self.running:
+                raise NodeStartError(f"node {self.node_id} exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise NodeStartError(f"node {self.node_id} not in a cluster within "
+                                     f"{timeout_s} s (health: {status} {body!r}):\n"
+                                     f"{self.log_tail()}")
+            time.sleep(0.05)
+
     def _health(self, timeout_s: float) -> tuple[int, Any]:
         try:
             return self.request("GET", "/health", timeout_s=timeout_s)

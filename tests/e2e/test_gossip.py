@@ -53,8 +53,11 @@ def test_five_processes_agree_on_crashes_leaves_and_restarts(start_node: StartNo
     for i in range(2, 6):
         nodes[f"n{i}"] = start_node(f"n{i}", *PRESET, "--join", first.gossip_address,
                                     env=KEY)
-    # Each node is still its own metadata store (until the coordinator issue): log in to each.
-    tokens = {name: node.login() for name, node in nodes.items()}
+    for node in nodes.values():
+        node.wait_in_cluster()
+    # One cluster, one metadata store: a token from one node works on every other.
+    token = first.login()
+    tokens = {name: token for name in nodes}
 
     def everyone_sees(expected: dict[str, str], observers: list[str]) -> bool:
         return all({k: v[0] for k, v in states(nodes[o], tokens[o]).items()} == expected

@@ -254,7 +254,9 @@ def test_malformed_toml_values_name_the_setting(tmp_path: Path, setting: str,
     ("argon2_memory_kib", "--argon2-memory-kib", "31"),
     ("body_idle_timeout_s", "--body-idle-timeout-s", "0"),
     ("gc_interval_s", "--gc-interval-s", "0"),
-    ("commit_batch_max", "--commit-batch-max", "10001"),
+    ("election_timeout_s", "--election-timeout-s", "0.01"),
+    ("meta_timeout_s", "--meta-timeout-s", "1"),
+    ("voter_replace_s", "--voter-replace-s", "0.5"),
 ])
 def test_out_of_range_values_name_the_setting(tmp_path: Path, setting: str, flag: str,
                                               raw: str) -> None:

@@ -134,7 +134,7 @@ async def test_elect_commit_fail_over_and_catch_up(tmp_path: Path) -> None:
         current = await wait_leader(members)
         assert current.driver is not None and current.driver.raft is not None
         registry = CollectorRegistry()
-        registry.register(RaftCollector(current.driver))
+        registry.register(RaftCollector(lambda: current.driver))
         sample = registry.get_sample_value
         assert sample("blobstore_raft_is_leader") == 1
         assert sample("blobstore_raft_term") == current.driver.raft.term

@@ -210,6 +210,20 @@ async def test_a_member_with_huge_tags_is_refused_at_construction(
            wall_ms=wall_ms)
 
 
+async def test_changed_tags_reach_every_view(autojump_clock: trio.testing.MockClock) -> None:
+    async with cluster() as c:
+        for i in (1, 2, 3):
+            await c.start(i)
+        await wait_until(lambda: c.alive_everywhere({1, 2, 3}))
+        c.nodes[1].set_tags({"raft": "member"})
+        await wait_until(lambda: all(
+            g.swim.member("n1").tags == {"raft": "member"}  # type: ignore[union-attr]
+            for g in c.nodes.values()), within_s=5.0)
+        with pytest.raises(WireError):
+            c.nodes[1].set_tags({f"tag{i:02d}": "x" * 256 for i in range(16)})
+        assert c.nodes[1].swim.own_meta.tags == {"raft": "member"}
+
+
 # -- hostile datagrams ---------------------------------------------------------------------
 
 

@@ -815,6 +815,23 @@ def fail_probe_of(a: Node, target: int, alive: set[int]) -> None:
         assert a.now < 100
 
 
+# -- own metadata --------------------------------------------------------------------------
+
+
+def test_new_tags_go_out_with_a_fresh_incarnation_and_win_everywhere() -> None:
+    a, b = Node(1, [2]), Node(2, [1])
+    tagged = replace(meta(1), tags=MappingProxyType({"raft": "member"}))
+    a.swim.update_meta(tagged)
+    out = a._record()
+    assert a.swim.incarnation == 1
+    assert [c.member.tags for c in changes(out)] == [{"raft": "member"}]
+    b.swim.apply(0.0, Alive(1, tagged))
+    b.swim.apply(0.0, Alive(0, meta(1)))  # an older claim arriving late changes nothing
+    assert b.swim.member("n1").tags == {"raft": "member"}  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        a.swim.update_meta(meta(2))
+
+
 # -- graceful leave ------------------------------------------------------------------------
 
 

@@ -1,0 +1,170 @@
+"""This node's place in the coordinator group: bootstrap or join, run Raft, steward it.
+
+A node whose Raft state is empty first decides, from gossip, whether it forms
+the first voter set or joins an existing cluster (``node.raft.bootstrap``);
+a node with Raft state simply resumes. Either way it then runs its
+``RaftDriver`` and publishes ``raft=member`` in its gossip tags, which is how
+the leader learns that it can be added as a learner.
+
+While this node leads, the steward loop keeps the voter set healthy
+(``node.coordinator.steward``) and, once, writes the metadata's own bootstrap
+(the admin user and the token signing key) if nobody has yet. On a graceful
+stop a leader hands leadership to the most up-to-date voter first, so the
+cluster does not wait out an election timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.config import NodeConfig
+from node.errors import Unavailable
+from node.coordinator.steward import DownTimes, Policy, plan
+from node.gossip.members import MembershipView
+from node.meta.log import CommitObserver
+from node.meta.replicated import ReplicatedLog
+from node.meta.state import MetaState
+from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_RAFT, Bootstrap,
+                                 Bootstrapper, Join, Wait)
+from node.raft.core import ChangeInProgress, NotLeader, RaftConfig
+from node.raft.driver import RaftDriver
+from node.raft.messages import Membership
+from node.rpc.peers import PeerNet
+from node.store.db import Database
+
+if TYPE_CHECKING:
+    import random  # noqa: TID251 - only the type: the generator is seeded and injected
+
+log = logging.getLogger(__name__)
+
+#: How often the leader reviews the membership, and an undecided node its gossip view.
+STEWARD_INTERVAL_S = 0.5
+DECIDE_INTERVAL_S = 0.1
+
+
+class Coordinator:
+    def __init__(self, config: NodeConfig, raft_db: Database, meta_log: ReplicatedLog,
+                 peers: PeerNet, state: MetaState, rng: random.Random,
+                 view: Callable[[], MembershipView], *, has_state: bool, settle_s: float, bootstrap_metadata: Callable[[], Awaitable[None]],
+                 observer: CommitObserver | None = None) -> None:
+        self.config = config
+        self.raft_config = RaftConfig(election_timeout_s=config.election_timeout_s,
+                                      heartbeat_interval_s=config.election_timeout_s / 5,
+                                      transfer_timeout_s=config.election_timeout_s * 2)
+        self._raft_db = raft_db
+        self._log = meta_log
+        self._peers = peers
+        self._state = state
+        self._rng = rng
+        self._has_state = has_state
+        self._settle_s = settle_s
+        self._bootstrap_metadata = bootstrap_metadata
+        self._observer = observer
+        self._view = view
+        #: What this node says about itself in gossip; ``publish`` spreads changes.
+        self.tags = self._new_tags() if not has_state else {TAG_RAFT: MEMBER}
+        self.publish: Callable[[dict[str, str]], None] | None = None
+        self.driver: RaftDriver | None = None
+        #: Why this node is not in the Raft group yet (None once it runs).
+        self.waiting: str | None = "starting"
+        self._policy = Policy(replace_after_s=config.voter_replace_s)
+
+    def _new_tags(self, boot: str = "") -> dict[str, str]:
+        tags = {TAG_RAFT: NEW, TAG_EXPECT: str(self.config.bootstrap_expect)}
+        return {**tags, TAG_BOOT: boot} if boot else tags
+
+    def _set_tags(self, tags: dict[str, str]) -> None:
+        self.tags = tags
+        if self.publish is not None:
+            self.publish(tags)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Decide, then run the driver and the steward until cancelled; ``started`` once
+        the driver runs."""
+        bootstrap = None if self._has_state else await self._decide()
+        if not self._has_state:
+            self._set_tags({TAG_RAFT: MEMBER})
+        driver = RaftDriver(self.config.node_id, self.raft_config, self._raft_db,
+                            self._log.apply, self._peers, self._rng,
+                            applied=self._state.applied_index, bootstrap=bootstrap,
+                            observer=self._observer)
+        self.driver = driver
+        self._log.attach(driver)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.run)
+            self.waiting = None
+            nursery.start_soon(self._steward)
+            task_status.started()
+
+    async def _decide(self) -> Membership | None:
+        """The first voter set if this node writes it; None if it joins (waits to be added)."""
+        cfg = self.config
+        if cfg.bootstrap_expect == 1 and not cfg.join:
+            log.info("starting a new cluster with this node as its only voter")
+            return Membership(frozenset({cfg.node_id}))
+        bootstrapper = Bootstrapper(cfg.node_id, cfg.bootstrap_expect, self._settle_s)
+        boot = ""
+        while True:
+            decision = bootstrapper.decide(trio.current_time(), self._view())
+            if isinstance(decision, Join):
+                log.info("joining the cluster as a learner", extra={"via": decision.via})
+                return None
+            # With --join and the default expect of 1 a node only ever joins: it must not
+            # start a cluster of its own because its seeds have not answered yet.
+            if isinstance(decision, Bootstrap) and (cfg.bootstrap_expect > 1 or not cfg.join):
+                log.info("bootstrapping the coordinator group",
+                         extra={"voters": sorted(decision.voters)})
+                return Membership(decision.voters)
+            if isinstance(decision, Wait):
+                if decision.why != self.waiting:
+                    log.info("waiting to form the coordinator group: %s", decision.why)
+                self.waiting = decision.why
+                if decision.boot != boot:
+                    boot = decision.boot
+                    self._set_tags(self._new_tags(boot))
+            await trio.sleep(DECIDE_INTERVAL_S)
+
+    async def _steward(self) -> None:
+        """On the leader: bootstrap the metadata once, and keep the voter set healthy."""
+        assert self.driver is not None
+        down = DownTimes()
+        while True:
+            raft = self.driver.raft
+            view = self._view()
+            down_for = down.update(trio.current_time(), view)
+            if raft is not None and raft.is_leader:
+                if self._state.signing_key is None:
+                    try:
+                        await self._bootstrap_metadata()
+                    except Unavailable as exc:
+                        log.warning("cannot bootstrap the metadata yet: %s", exc)
+                change = plan(self.config.node_id, raft.membership, raft.progress(),
+                              raft.commit_index, view, down_for, self._policy)
+                if change is not None:
+                    try:
+                        self.driver.change_membership(change.membership)
+                        log.info("membership change: %s", change.why,
+                                 extra={"voters": sorted(change.membership.voters),
+                                        "learners": sorted(change.membership.learners)})
+                    except (NotLeader, ChangeInProgress):
+                        pass  # lost leadership, or the last change is still committing
+            await trio.sleep(STEWARD_INTERVAL_S)
+
+    async def step_down(self) -> None:
+        """If this node leads, hand over to an up-to-date voter and wait (bounded) until
+        someone else leads, so a graceful stop costs no election timeout."""
+        driver = self.driver
+        if driver is None or driver.raft is None or not driver.raft.is_leader:
+            return
+        target = driver.transfer_leadership()
+        if target is None:
+            return
+        log.info("handing leadership over", extra={"to": target})
+        with trio.move_on_after(self.raft_config.transfer_timeout_s):
+            while driver.raft.is_leader:
+                await trio.sleep(0.01)

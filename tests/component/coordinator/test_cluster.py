@@ -1,0 +1,229 @@
+"""Whole nodes in one process, gossiping and running Raft over real loopback sockets.
+
+They form one coordinator group from ``--bootstrap-expect 3`` in any start
+order, forward writes from any node to the leader, fail over when the leader
+is cancelled (a crash), answer 503 without a quorum, take new nodes as
+learners and promote them, and hand leadership over on a graceful stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.config import parse_host_port
+from node.testing.inprocess import NodeHandle, running_node
+
+#: Several nodes share this process's event loop (and its stalls): 0.5 s rather than 0.3.
+FAST = dict(gossip_preset="tests", election_timeout_s=0.5, meta_timeout_s=2.0,
+            leave_timeout_s=0.5)
+
+
+async def eventually(what: str, check: Callable[[], bool], within_s: float = 15.0) -> float:
+    started = trio.current_time()
+    with trio.move_on_after(within_s):
+        while not check():
+            await trio.sleep(0.05)
+        return trio.current_time() - started
+    raise AssertionError(f"not within {within_s} s: {what}")
+
+
+def leader_of(h: NodeHandle) -> str | None:
+    return h.services.log.status().leader  # type: ignore[no-any-return]
+
+
+def status(h: NodeHandle) -> Any:
+    return h.services.log.status()
+
+
+class Cluster:
+    def __init__(self, tmp: Path, stack: AsyncExitStack) -> None:
+        self.tmp = tmp
+        self.stack = stack
+        self.nodes: dict[str, NodeHandle] = {}
+        self.seed = ""
+
+    async def start(self, node_id: str, **overrides: Any) -> NodeHandle:
+        settings: dict[str, Any] = {**FAST, **overrides}
+        if self.seed and "join" not in settings:
+            settings["join"] = (parse_host_port(self.seed),)
+        handle = await self.stack.enter_async_context(
+            running_node(self.tmp / node_id, node_id=node_id, **settings))
+        self.nodes[node_id] = handle
+        if not self.seed:
+            assert handle.node.gossip is not None
+            self.seed = handle.node.gossip.transport.address
+        return handle
+
+    def crash(self, node_id: str) -> None:
+        self.nodes.pop(node_id).scope.cancel()
+
+    def live(self) -> list[NodeHandle]:
+        return list(self.nodes.values())
+
+    def agreed_leader(self) -> str | None:
+        leaders = {leader_of(h) for h in self.live()}
+        return leaders.pop() if len(leaders) == 1 else None
+
+    async def leader(self, within_s: float = 15.0) -> NodeHandle:
+        await eventually("one leader named by every node",
+                         lambda: self.agreed_leader() in self.nodes, within_s)
+        return self.nodes[self.agreed_leader()]  # type: ignore[index]
+
+
+@asynccontextmanager
+async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
+    async with AsyncExitStack() as stack:
+        yield Cluster(tmp, stack)
+
+
+async def healthy(h: NodeHandle) -> bool:
+    answer = await h.client.get("/health")
+    body = await answer.get_json()
+    return bool(body["status"] == "ok" and body["coordinator"])
+
+
+async def create(h: NodeHandle, headers: dict[str, str], name: str) -> int:
+    answer = await h.client.post("/create_container", json={"container": name},
+                                 headers=headers)
+    return answer.status_code
+
+
+async def names(h: NodeHandle, headers: dict[str, str]) -> set[str]:
+    answer = await h.client.get("/list_containers", headers=headers)
+    assert answer.status_code == 200, await answer.get_data()
+    return {c["container"] for c in (await answer.get_json())["containers"]}
+
+
+async def three(c: Cluster, **overrides: Any) -> None:
+    """Three nodes expecting three, started seed last-but-not-first to vary the order."""
+    first = await c.start("n2", bootstrap_expect=3, **overrides)
+    join = (parse_host_port(c.seed),)
+    await c.start("n3", bootstrap_expect=3, join=join, **overrides)
+    await c.start("n1", bootstrap_expect=3, join=join, **overrides)
+    assert first is c.nodes["n2"]
+    for h in c.live():
+        await eventually(f"{h.node.config.node_id} in the cluster",
+                         lambda h=h: bool(leader_of(h)) and h.services.state.signing_key)
+
+
+async def test_three_nodes_form_one_group_and_every_node_takes_writes(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await three(c)
+        leader = await c.leader()
+        # The metadata was bootstrapped exactly once: the same cluster and key everywhere.
+        assert len({h.services.state.cluster_id for h in c.live()}) == 1
+        assert len({h.services.state.signing_key for h in c.live()}) == 1
+        assert status(leader).voters == ("n1", "n2", "n3")
+        follower = next(h for h in c.live() if h is not leader)
+        headers = await follower.admin_headers()  # logging in on a follower reads linearizably
+        for i, h in enumerate(c.live()):
+            assert await create(h, headers, f"from-{h.node.config.node_id}") == 201, i
+        # A write acknowledged anywhere is visible at once everywhere (reads use ReadIndex).
+        expected = {f"from-{n}" for n in c.nodes}
+        for h in c.live():
+            assert await names(h, headers) == expected
+        # Every node names the coordinator; the leader reports every follower's progress.
+        views = {}
+        for h in c.live():
+            answer = await h.client.get("/cluster", headers=headers)
+            views[h.node.config.node_id] = (await answer.get_json())["coordinator"]
+        leading = [n for n, v in views.items() if v["this_node"] == "leader"]
+        assert len(leading) == 1, views
+        coordinator = views[leading[0]]
+        assert coordinator["node_id"] == leading[0]
+        assert set(coordinator["match_index"]) == set(c.nodes) - {leading[0]}
+        assert all(v["match_index"] == {} for n, v in views.items() if n != leading[0])
+        assert coordinator["voters"] == ["n1", "n2", "n3"]
+        assert coordinator["commit_index"] >= 4
+
+
+async def test_the_leader_crashes_a_new_one_takes_over_and_nothing_acknowledged_is_lost(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await three(c)
+        leader = await c.leader()
+        headers = await leader.admin_headers()
+        for i in range(5):
+            assert await create(leader, headers, f"before-{i}") == 201
+        old = leader.node.config.node_id
+        old_term = status(leader).term
+        c.crash(old)
+        took = await eventually("a new leader", lambda: c.agreed_leader() not in (None, old))
+        print(f"\nleader crash: new leader after {took:.2f} s (election timeout 0.5 s)")
+        new = await c.leader()
+        assert status(new).term > old_term
+        for h in c.live():
+            assert {f"before-{i}" for i in range(5)} <= await names(h, headers)
+            assert await create(h, headers, f"after-{h.node.config.node_id}") == 201
+
+
+async def test_without_a_quorum_writes_and_linearizable_reads_answer_503_in_time(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await three(c)
+        survivor = c.nodes["n1"]
+        headers = await survivor.admin_headers()
+        c.crash("n2")
+        c.crash("n3")
+        started = trio.current_time()
+        assert await create(survivor, headers, "lonely") == 503
+        took = trio.current_time() - started
+        assert took < 2.0 + 1.0, took
+        answer = await survivor.client.get("/list_containers", headers=headers)
+        assert answer.status_code == 503
+        body = await answer.get_json()
+        assert body["error"]["code"] == "Unavailable"
+        health = await (await survivor.client.get("/health")).get_json()
+        assert health["coordinator"] is None  # check-quorum: a cut-off leader steps down
+
+
+async def test_a_graceful_stop_of_the_leader_hands_leadership_over(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await three(c)
+        leader = await c.leader()
+        name = leader.node.config.node_id
+        term = status(leader).term
+        leader.node.stop()
+        took = await eventually("another leader", lambda: any(
+            leader_of(h) not in (None, name) for h in c.live() if h is not leader), 5.0)
+        print(f"\ngraceful stop: leadership handed over after {took:.2f} s")
+        others = [h for h in c.live() if h is not leader]
+        assert all(status(h).term == term + 1 for h in others if leader_of(h) != name)
+        # A handover needs no election timeout (0.5-1 s) to pass.
+        assert took < 0.5, took
+
+
+async def test_new_nodes_join_as_learners_promoted_up_to_five_and_replace_dead_voters(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.start("n1", voter_replace_s=1.0)  # a cluster of one...
+        for i in range(2, 7):  # ...that five more join (the default expect of 1, with --join)
+            await c.start(f"n{i}", voter_replace_s=1.0)
+        leader = await c.leader()
+        assert leader.node.config.node_id == "n1"
+        await eventually("five voters and one learner", lambda: (
+            len(status(leader).voters), len(status(leader).learners)) == (5, 1), 30.0)
+        headers = await leader.admin_headers()
+        assert await create(leader, headers, "everywhere") == 201
+        for h in c.live():
+            await eventually("bootstrapped and caught up", lambda h=h: healthy_now(h))
+            assert "everywhere" in await names(h, headers)
+        # A voter dies: once gossip has called it dead for voter_replace_s, the learner
+        # takes its place and the voter set is back to five live nodes.
+        learner = status(leader).learners[0]
+        victim = next(v for v in status(leader).voters if v != "n1")
+        c.crash(victim)
+        took = await eventually(f"{learner} replaces {victim}", lambda: (
+            learner in status(leader).voters and victim not in status(leader).voters), 60.0)
+        print(f"\ndead voter replaced {took:.1f} s after the crash")
+        assert set(status(leader).voters) == set(c.nodes)
+        assert await create(leader, headers, "after-replacement") == 201
+
+
+def healthy_now(h: NodeHandle) -> bool:
+    return h.services.state.signing_key is not None and bool(leader_of(h))
