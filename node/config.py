@@ -177,6 +177,8 @@ class NodeConfig:
                                      "metadata writes without a quorum give up (503) after")
     voter_replace_s: float = _setting(30.0, parse_duration,
                                       "a voter dead this long is replaced by a learner")
+    snapshot_every: int = _setting(10_000, parse_int,
+                                   "metadata entries between snapshots (log compaction)")
     gossip_preset: str = _setting("lan", parse_str, "gossip timings: lan, local or tests")
     zone: str = _setting("", parse_str, "failure domain (rack, room); replicas spread over zones")
     weight: int = _setting(1, parse_int, "relative capacity for placement (1..1000)")
@@ -227,6 +229,7 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.meta_timeout_s >= 2 * cfg.election_timeout_s, "meta_timeout_s",
            "must be at least twice election_timeout_s (room for one election)")
     _check(cfg.voter_replace_s >= 1, "voter_replace_s", "must be at least 1s")
+    _check(10 <= cfg.snapshot_every <= 10_000_000, "snapshot_every", "must be 10..10000000")
     _check(cfg.gossip_preset in ("lan", "local", "tests"), "gossip_preset",
            "must be lan, local or tests")
     _check(len(cfg.zone) <= 64 and cfg.zone.isprintable(), "zone",

@@ -140,8 +140,9 @@ class Node:
         if not has_raft and self._lone:
             self._admin_password()  # this node will bootstrap: fail now, not later
         peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address)
-        meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s)
         metrics = NodeMetrics()
+        meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s,
+                                 observe_write=metrics.write_latency.observe)
         chunks = ChunkStore(cfg.data_dir / "store")
         pins = ChunkPins()
         collector = ChunkCollector(

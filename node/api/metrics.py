@@ -43,11 +43,16 @@ class NodeMetrics:
         self.bytes_out = Counter("blobstore_http_body_bytes_sent",
                                  "Response body bytes sent for blob reads", registry=r)
         self.commit_latency = Histogram("blobstore_meta_commit_duration_seconds",
-                                        "Time to apply and fsync one metadata batch",
+                                        "Time to persist one batch of Raft log entries "
+                                        "(one transaction, one fsync)",
                                         buckets=COMMIT_BUCKETS, registry=r)
         self.commit_batch = Histogram("blobstore_meta_commit_batch_size",
-                                      "Commands per metadata commit", buckets=BATCH_BUCKETS,
-                                      registry=r)
+                                      "Log entries per fsync (group commit)",
+                                      buckets=BATCH_BUCKETS, registry=r)
+        self.write_latency = Histogram("blobstore_meta_write_duration_seconds",
+                                       "A metadata write from this node until committed and "
+                                       "applied here (forwarding included)",
+                                       buckets=COMMIT_BUCKETS, registry=r)
         self.login_failures = Counter("blobstore_login_failures", "Failed logins", registry=r)
         self.login_throttled = Counter("blobstore_login_throttled",
                                        "Logins refused by the throttle", registry=r)

@@ -33,6 +33,7 @@ from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_RAFT, Bo
 from node.raft.core import ChangeInProgress, NotLeader, RaftConfig
 from node.raft.driver import RaftDriver
 from node.raft.messages import Membership
+from node.raft.snapshots import SnapshotFiles
 from node.rpc.peers import PeerNet
 from node.store.db import Database
 
@@ -64,6 +65,7 @@ class Coordinator:
         self._settle_s = settle_s
         self._bootstrap_metadata = bootstrap_metadata
         self._observer = observer
+        self._files = SnapshotFiles(config.data_dir / "snapshots", peers)
         self._view = view
         #: What this node says about itself in gossip; ``publish`` spreads changes.
         self.tags = self._new_tags() if not has_state else {TAG_RAFT: MEMBER}
@@ -92,7 +94,8 @@ class Coordinator:
         driver = RaftDriver(self.config.node_id, self.raft_config, self._raft_db,
                             self._log.apply, self._peers, self._rng,
                             applied=self._state.applied_index, bootstrap=bootstrap,
-                            observer=self._observer)
+                            observer=self._observer, snapshotter=self._log,
+                            files=self._files, snapshot_every=self.config.snapshot_every)
         self.driver = driver
         self._log.attach(driver)
         async with trio.open_nursery() as nursery:
@@ -136,7 +139,8 @@ class Coordinator:
         while True:
             raft = self.driver.raft
             view = self._view()
-            down_for = down.update(trio.current_time(), view)
+            members = raft.membership.members if raft is not None else frozenset()
+            down_for = down.update(trio.current_time(), view, members)
             if raft is not None and raft.is_leader:
                 if self._state.signing_key is None:
                     try:

@@ -24,6 +24,7 @@ never removes itself (it would rather transfer leadership first).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node.gossip.members import MembershipView, MemberState
@@ -97,8 +98,13 @@ class DownTimes:
     def __init__(self) -> None:
         self._since: dict[str, float] = {}
 
-    def update(self, now: float, view: MembershipView) -> dict[str, float]:
+    def update(self, now: float, view: MembershipView,
+               expected: Iterable[str] = ()) -> dict[str, float]:
+        """``expected`` members missing from the view count as down too: gossip forgets the
+        long dead (reaping), and a voter must not become irremovable by being forgotten."""
+        seen = {m.node_id for m in view.members}
         down = {m.node_id for m in view.members
                 if m.state in (MemberState.DEAD, MemberState.LEFT)}
+        down |= set(expected) - seen
         self._since = {n: self._since.get(n, now) for n in down}
         return {n: now - since for n, since in self._since.items()}

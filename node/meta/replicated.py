@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -30,7 +31,7 @@ from node.meta.state import MetaState
 from node.raft.core import NotLeader
 from node.raft.driver import ProposalLost, RaftDriver
 from node.raft.messages import Entry, EntryKind
-from node.rpc.peers import CallFailed, PeerNet
+from node.rpc.peers import CallFailed, CallNotSent, CallRefused, PeerNet, Refused
 from node.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,10 @@ RETRY_S = 0.05
 
 class ReplicatedLog:
     def __init__(self, state: MetaState, db: Database, peers: PeerNet, *,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0,
+                 observe_write: Callable[[float], object] | None = None) -> None:
         self._state = state
+        self._observe_write = observe_write
         self._db = db
         self._peers = peers
         self._timeout_s = timeout_s
@@ -76,6 +79,15 @@ class ReplicatedLog:
                 results[i] = result
         return results
 
+    async def take(self, path: Path) -> None:
+        """The driver's snapshot: a consistent copy of the metadata database."""
+        await self._db.backup_to(path)
+
+    async def install(self, path: Path) -> None:
+        """A snapshot from the leader replaces the metadata; the view is rebuilt from it."""
+        await self._db.restore_from(path)
+        await self._db.write(self._state.load)
+
     # -- MetadataLog -----------------------------------------------------------------------
 
     async def submit(self, command: c.Command) -> object:
@@ -87,12 +99,20 @@ class ReplicatedLog:
             index, term = (int(x) for x in answer.split(b" "))
             return await driver.result_of(index, term)
 
+        started = trio.current_time()
+        # Retried only when the write surely was not appended: a forward that timed out may
+        # have been, and a second copy could apply twice (a 409 for a write that worked).
         try:
             result = await self._at_leader(lambda driver: driver.propose(data), remote,
-                                           (NotLeader, CallFailed),
+                                           (NotLeader, CallNotSent, CallRefused),
                                            "no coordinator could commit the write in time")
         except ProposalLost as exc:
             raise Unavailable(f"the write did not commit: {exc}") from None
+        except CallFailed as exc:
+            raise Unavailable(f"the write's outcome is unknown ({exc}); it may have been "
+                              "applied") from None
+        if self._observe_write is not None:
+            self._observe_write(trio.current_time() - started)
         if isinstance(result, BaseException):
             raise result
         return result
@@ -102,10 +122,14 @@ class ReplicatedLog:
             return int(await self._peers.call(leader, "meta.read_index", b"",
                                               timeout_s=self._timeout_s))
 
+        give_up = trio.current_time() + self._timeout_s
         index = await self._at_leader(lambda driver: driver.read_index(), remote,
                                       (NotLeader, CallFailed, ValueError),
                                       "no coordinator confirmed a read point in time")
-        await self._ready_driver().wait_applied(index)
+        with trio.move_on_at(give_up):
+            await self._ready_driver().wait_applied(index)
+            return
+        raise Unavailable("this node did not catch up with the coordinator in time; retry")
 
     async def _at_leader(self, here: Callable[[RaftDriver], Awaitable[T]],
                          there: Callable[[RaftDriver, str], Awaitable[T]],
@@ -127,12 +151,13 @@ class ReplicatedLog:
         raise Unavailable(f"{give_up}; retry")
 
     def status(self) -> LogStatus:
-        raft = self.driver.raft if self.driver is not None else None
-        if raft is None:
+        driver = self.driver
+        raft = driver.raft if driver is not None else None
+        if driver is None or raft is None:
             return LogStatus(term=0, leader=None, commit_index=0,
                              applied_index=self._state.applied_index)
         return LogStatus(term=raft.term, leader=raft.leader, commit_index=raft.commit_index,
-                         applied_index=self._state.applied_index, role=raft.role.value,
+                         applied_index=driver.applied, role=raft.role.value,
                          voters=tuple(sorted(raft.membership.voters)),
                          learners=tuple(sorted(raft.membership.learners)),
                          match_index=dict(sorted(raft.progress().items())))
@@ -145,9 +170,13 @@ class ReplicatedLog:
     # -- what the leader answers -----------------------------------------------------------
 
     async def _serve_propose(self, peer: str, body: bytes) -> bytes:
-        driver = self._ready_driver()
-        with trio.fail_after(self._timeout_s):
-            entry, _ = await driver.propose_entry(body)
+        if self.driver is None:
+            raise Refused("the coordinator is not running here yet")
+        try:
+            with trio.fail_after(self._timeout_s):  # then the caller's outcome is unknown
+                entry, _ = await self.driver.propose_entry(body)
+        except NotLeader as exc:
+            raise Refused(str(exc)) from None  # nothing was appended: the caller may retry
         return f"{entry.index} {entry.term}".encode()
 
     async def _serve_read_index(self, peer: str, body: bytes) -> bytes:

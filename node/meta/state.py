@@ -108,24 +108,26 @@ class MetaState:
     # -- start-up ---------------------------------------------------------------
 
     def load(self, conn: Connection) -> None:
-        """Create the schema if needed and rebuild the in-memory view from sqlite."""
+        """Create the schema if needed and rebuild the in-memory view from sqlite (also after
+        a snapshot replaced the database: the new view is swapped in whole, at the end)."""
         conn.executescript(SCHEMA)
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        self.applied_index = int(meta.get("applied_index", 0))
-        if "signing_key" in meta:
-            self.signing_key = bytes.fromhex(meta["signing_key"])
-        self.cluster_id = meta.get("cluster_id")
+        view = AuthView()
         for row in conn.execute("SELECT username, uid, role, epoch, password_hash, created_at "
                                 "FROM users"):
-            self.view.put_user(User(*row))
+            view.put_user(User(*row))
         grants: dict[str, dict[int, str]] = {}
         for container, uid, permission in conn.execute("SELECT * FROM grants"):
             grants.setdefault(container, {})[uid] = permission
         for name, owner, owner_uid, created_at in conn.execute(
                 "SELECT name, owner, owner_uid, created_at FROM containers"):
-            self.view.containers[name] = Container(
+            view.containers[name] = Container(
                 name, owner, owner_uid, created_at,
                 MappingProxyType(grants.get(name, {})))  # type: ignore[arg-type]
+        self.view = view
+        self.applied_index = int(meta.get("applied_index", 0))
+        self.signing_key = bytes.fromhex(meta["signing_key"]) if "signing_key" in meta else None
+        self.cluster_id = meta.get("cluster_id")
 
     # -- applying ---------------------------------------------------------------
 

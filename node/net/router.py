@@ -97,18 +97,22 @@ class StreamRouter:
     async def _route(self, stream: trio.abc.HalfCloseableStream, peer: str,
                      rpc: RpcHandler) -> None:
         head = b""
-        with trio.move_on_after(PEEK_TIMEOUT_S):
-            try:
-                while len(head) < len(PREFACE):
-                    data = await stream.receive_some(len(PREFACE) - len(head))
-                    if not data:
-                        break
-                    head += data
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                head = b""
+        try:
+            with trio.move_on_after(PEEK_TIMEOUT_S):
+                try:
+                    while len(head) < len(PREFACE):
+                        data = await stream.receive_some(len(PREFACE) - len(head))
+                        if not data:
+                            break
+                        head += data
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    head = b""
+        except BaseException:
+            await trio.aclose_forcefully(stream)  # the node is stopping
+            raise
         if len(head) < len(PREFACE):
             self.dropped += 1
-            await stream.aclose()
+            await trio.aclose_forcefully(stream)
             return
         if head == PREFACE:
             await rpc(stream, head)

@@ -549,10 +549,11 @@ class Raft:
         candidate = matches[self.membership.quorum() - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
-            if self._committed_in_term():
+            if self._committed_in_term() and self._waiting_reads:
                 waiting, self._waiting_reads = self._waiting_reads, []
                 for context in waiting:
                     self._start_read_index_only(context)
+                self._broadcast_append(self._now)  # confirm them now, not at the heartbeat
             if self.id not in self.membership.voters and \
                     self._membership_index <= self.commit_index:
                 self._become_follower(self._now, self.term, None)  # removed: step down

@@ -8,8 +8,11 @@ may arrive while a Ready is being written; the core allows that.
 
 A proposal waits until the entry at its index is applied: if the entry there
 has the proposal's term it committed, otherwise it was lost to a new leader
-(``ProposalLost``, a 503 for clients). What this driver does not do yet:
-compact the log and stream snapshots to lagging followers.
+(``ProposalLost``, a 503 for clients).
+
+Every ``snapshot_every`` applied entries the driver snapshots the state and
+compacts the log; a follower too far behind (or new) gets the snapshot file
+streamed (``node.raft.snapshots``) and installs it.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 import trio
 
 from node.raft import codec, storage
 from node.raft.core import NotLeader, Raft, RaftConfig, Ready
-from node.raft.messages import Entry, EntryKind, Membership
+from node.raft.messages import Entry, EntryKind, Membership, SnapshotRequest
+from node.raft.snapshots import SnapshotFiles
 from node.meta.log import CommitObserver
 from node.rpc.peers import PeerNet
 from node.store.db import Database
@@ -35,6 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Apply = Callable[[list[Entry]], Awaitable[list[object]]]
+
+
+class Snapshotter(Protocol):
+    """The state machine's side of snapshots."""
+
+    async def take(self, path: Path) -> None:
+        """Write a consistent copy of the state, as applied right now, to ``path``."""
+
+    async def install(self, path: Path) -> None:
+        """Replace the state with the copy at ``path``."""
 
 #: Results of recently applied entries, for proposals forwarded from this node.
 RESULTS_KEPT = 4096
@@ -56,7 +71,9 @@ class RaftDriver:
     def __init__(self, node_id: str, config: RaftConfig, db: Database, apply: Apply,
                  peers: PeerNet, rng: random.Random, *, applied: int,
                  bootstrap: Membership | None = None,
-                 observer: CommitObserver | None = None) -> None:
+                 observer: CommitObserver | None = None,
+                 snapshotter: Snapshotter | None = None, files: SnapshotFiles | None = None,
+                 snapshot_every: int = 0) -> None:
         self.node_id = node_id
         self.config = config
         self._db = db
@@ -66,14 +83,22 @@ class RaftDriver:
         self._applied = applied
         self._bootstrap = bootstrap
         self._observer = observer
+        self._snapshotter = snapshotter
+        self._files = files
+        #: Compact the log once this many entries were applied since the last snapshot.
+        self.snapshot_every = snapshot_every
+        self._nursery: trio.Nursery | None = None
         self._kick = trio.Event()
+        #: Set by every input: it may have moved the core's next deadline earlier.
+        self._rearm = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._reads: dict[int, tuple[trio.Event, list[int | None]]] = {}
         self._read_ids = 0
         self._applied_changed = trio.Event()
         self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self.raft: Raft | None = None
-        self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0}
+        self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0,
+                         "snapshots_taken": 0, "snapshot_requests_dropped": 0}
 
     # -- running ---------------------------------------------------------------------------
 
@@ -84,11 +109,18 @@ class RaftDriver:
         if stored.empty and self._bootstrap is not None:
             entries = [Entry(1, 0, EntryKind.MEMBERSHIP, self._bootstrap.encode())]
             await self._db.write(lambda c: storage.save(c, Ready(entries=entries)))
+        if stored.snapshot is not None:
+            # The state was installed or taken before the snapshot was recorded: it holds
+            # at least everything the snapshot covers.
+            self._applied = max(self._applied, stored.snapshot.index)
+        if self._files is not None:
+            self._files.clean(stored.snapshot)
         self.raft = Raft(self.node_id, self.config, self._rng, trio.current_time(),
                          hard_state=stored.hard_state, snapshot=stored.snapshot,
                          entries=entries, applied=self._applied)
         self._peers.on_message("raft", self._on_message)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._timer)
             nursery.start_soon(self._processor)
             task_status.started()
@@ -157,6 +189,11 @@ class RaftDriver:
         self._wake()
         return target
 
+    @property
+    def applied(self) -> int:
+        """The last log index applied here (commands, no-ops and membership changes)."""
+        return self._applied
+
     async def wait_applied(self, index: int) -> None:
         while self._applied < index:
             await self._applied_changed.wait()
@@ -165,6 +202,7 @@ class RaftDriver:
 
     def _wake(self) -> None:
         self._kick.set()
+        self._rearm.set()
 
     def _on_message(self, peer: str, body: bytes) -> None:
         try:
@@ -175,13 +213,23 @@ class RaftDriver:
         if msg.source != peer or self.raft is None:
             self.counters["bad_messages"] += 1  # a node may speak only for itself
             return
+        if isinstance(msg, SnapshotRequest):
+            path = self._files.received(msg.meta) if self._files is not None else None
+            if path is None:
+                self.counters["snapshot_requests_dropped"] += 1  # its file did not arrive
+                return
+            msg = replace(msg, data=path)
         self.raft.receive(trio.current_time(), msg)
         self._wake()
 
     async def _timer(self) -> None:
         core = self._core()
         while True:
-            await trio.sleep_until(core.next_deadline())
+            # Inputs can move the deadline earlier (a won election makes a heartbeat due
+            # now), so wait for the deadline or for any input, then look again.
+            with trio.move_on_at(core.next_deadline()):
+                await self._rearm.wait()
+            self._rearm = trio.Event()
             now = trio.current_time()
             if now >= core.next_deadline():
                 core.tick(now)
@@ -196,19 +244,28 @@ class RaftDriver:
             self._kick = trio.Event()
             while ready := core.ready():
                 await self._handle(core, ready)
+                await self._maybe_compact(core)
 
     async def _handle(self, core: Raft, ready: Ready) -> None:
         if ready.hard_state or ready.entries or ready.truncate_from is not None \
                 or ready.snapshot:
             started = trio.current_time()
             with trio.CancelScope(shield=True):
+                if ready.snapshot is not None:
+                    await self._install(ready)
                 await self._db.write(lambda c: storage.save(c, ready))
+                if ready.snapshot is not None and self._files is not None:
+                    self._files.adopt(ready.snapshot.meta, cast(Path, ready.snapshot.data))
+                    self._files.forget(ready.snapshot.meta)
             if self._observer is not None:
                 self._observer.observe_batch(len(ready.entries), trio.current_time() - started)
             self.counters["batches"] += 1
             self.counters["entries_persisted"] += len(ready.entries)
         for msg in ready.messages:
-            self._peers.send(msg.dest, "raft", codec.encode(msg))
+            if isinstance(msg, SnapshotRequest):
+                self._send_snapshot(msg)
+            else:
+                self._peers.send(msg.dest, "raft", codec.encode(msg))
         if ready.committed:
             fresh = [e for e in ready.committed if e.index > self._applied]
             results = await self._apply(fresh) if fresh else []
@@ -224,6 +281,49 @@ class RaftDriver:
                 waiting[1].append(read.index)
                 waiting[0].set()
         core.advance(ready)
+        self._rearm.set()  # advancing can change the deadline too (a removed leader steps down)
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    async def _install(self, ready: Ready) -> None:
+        """Replace the state with the leader's snapshot, crash-safely: if our log conflicts
+        with it, the log is emptied first (a crash then leaves an empty log the leader
+        refills, never a conflicting log beside the new state); the snapshot is recorded
+        only after the state is in place."""
+        assert ready.snapshot is not None and self._snapshotter is not None
+        meta = ready.snapshot.meta
+        if ready.truncate_from is not None and ready.truncate_from <= meta.index + 1:
+            await self._db.write(storage.clear_log)
+        await self._snapshotter.install(cast(Path, ready.snapshot.data))
+        self._applied = max(self._applied, meta.index)
+        self._applied_changed.set()
+        self._applied_changed = trio.Event()
+        log.info("installed a snapshot from the leader",
+                 extra={"index": meta.index, "term": meta.term})
+
+    async def _maybe_compact(self, core: Raft) -> None:
+        """Snapshot the applied state and cut the log it covers, every ``snapshot_every``
+        entries. The state is exactly at ``_applied`` here: only this task applies."""
+        if not self.snapshot_every or self._snapshotter is None or self._files is None:
+            return
+        if self._applied - core.log.snapshot.index < self.snapshot_every:
+            return
+        meta = core.snapshot_meta(self._applied)
+        with trio.CancelScope(shield=True):
+            await self._snapshotter.take(self._files.path_for(meta))
+            await self._db.write(lambda c: storage.compact(c, meta))
+        core.compact(meta)
+        self._files.adopt(meta)
+        self.counters["snapshots_taken"] += 1
+        log.info("log compacted", extra={"index": meta.index, "term": meta.term})
+
+    def _send_snapshot(self, msg: SnapshotRequest) -> None:
+        """Stream the file first; the Raft message follows once it has arrived."""
+        if self._files is None or self._nursery is None:
+            self.counters["snapshot_requests_dropped"] += 1
+            return
+        self._files.send(self._nursery, msg.dest, msg.meta,
+                         lambda: self._peers.send(msg.dest, "raft", codec.encode(msg)))
 
     def _settle(self, entry: Entry, result: object) -> None:
         self._results[entry.index] = (entry.term, result)

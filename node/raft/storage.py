@@ -89,6 +89,12 @@ def save(conn: Connection, ready: Ready) -> None:
                          "VALUES (1, ?, ?)", (ready.hard_state.term, ready.hard_state.voted_for))
 
 
+def clear_log(conn: Connection) -> None:
+    """Drop every log entry (before installing a snapshot the log conflicts with)."""
+    with write_transaction(conn):
+        conn.execute("DELETE FROM raft_log")
+
+
 def compact(conn: Connection, meta: SnapshotMeta) -> None:
     """Forget the log up to ``meta.index`` (the state machine has applied it)."""
     with write_transaction(conn):

@@ -4,7 +4,8 @@ Frames on a channel are one of::
 
     'M' | topic | body                     a one-way message (Raft's messages)
     'Q' | call id u64 | topic | body       a call
-    'A' | call id u64 | status u8 | body   its answer (status 0 ok, 1 error text)
+    'A' | call id u64 | status u8 | body   its answer (status 0 ok, 1 error text,
+                                           2 refused: the handler did nothing)
 
 Outbound, each peer has one channel and one sender task fed by a bounded
 queue: a slow or dead peer drops its own messages (Raft retries by design) and
@@ -37,7 +38,20 @@ RECONNECT_BACKOFF_S = 0.5
 
 
 class CallFailed(Exception):
-    """The call could not be made or the peer answered with an error."""
+    """The call could not be made or the peer answered with an error. Whether the peer
+    acted on it is unknown, unless it is one of the subclasses below."""
+
+
+class CallNotSent(CallFailed):
+    """The call never left this node (no address, or the peer is known to be down)."""
+
+
+class CallRefused(CallFailed):
+    """The peer's handler raised ``Refused``: it did nothing, so a retry is safe."""
+
+
+class Refused(Exception):
+    """Raised by a call handler that declines the call without acting on it."""
 
 
 @dataclass
@@ -101,14 +115,14 @@ class PeerNet:
         call_id = next(self._ids)
         peer = self._peer(peer_id)
         if peer is None:
-            raise CallFailed(f"no address for {peer_id}")
+            raise CallNotSent(f"no address for {peer_id}")
         done = trio.Event()
         box: list[bytes | BaseException] = []
         peer.calls[call_id] = (done, box)
         try:
             if not self._enqueue(peer_id, b"Q" + call_id.to_bytes(8, "big") + _topic(topic)
                                  + body):
-                raise CallFailed(f"{peer_id} is unreachable")
+                raise CallNotSent(f"{peer_id} is unreachable")
             with trio.move_on_after(timeout_s):
                 await done.wait()
             if not box:
@@ -147,30 +161,36 @@ class PeerNet:
         return True
 
     async def _sender(self, peer_id: str, peer: _Peer) -> None:
-        async with peer.receive:
-            async for frame in peer.receive:
-                channel = peer.channel or await self._connect(peer_id, peer)
-                if channel is None:
-                    self.counters["dropped"] += 1
-                    continue
-                try:
-                    await channel.send(frame)
-                    self.counters["sent"] += 1
-                except ChannelError:
-                    peer.channel = None
-                    self.counters["dropped"] += 1
-        if peer.channel is not None:
-            await peer.channel.aclose()
+        try:
+            async with peer.receive:
+                async for frame in peer.receive:
+                    channel = peer.channel or await self._connect(peer_id, peer)
+                    if channel is None:
+                        self.counters["dropped"] += 1
+                        continue
+                    try:
+                        await channel.send(frame)
+                        self.counters["sent"] += 1
+                    except ChannelError:
+                        peer.channel = None
+                        self.counters["dropped"] += 1
+                        await trio.aclose_forcefully(channel.stream)
+        finally:
+            if peer.channel is not None:
+                await trio.aclose_forcefully(peer.channel.stream)
 
     async def _connect(self, peer_id: str, peer: _Peer) -> Channel | None:
         if trio.current_time() < peer.down_until:
             return None
+        stream: trio.abc.Stream | None = None
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await self._transport.connect(peer.address,
                                                        timeout_s=CONNECT_TIMEOUT_S)
                 channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id)
         except (TransportError, ChannelError, trio.TooSlowError, ValueError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
             log.debug("cannot reach peer", extra={"peer": peer_id, "why": repr(exc)})
             peer.down_until = trio.current_time() + RECONNECT_BACKOFF_S
             return None
@@ -187,13 +207,16 @@ class PeerNet:
                     waiting = peer.calls.get(int.from_bytes(frame[1:9], "big"))
                     if waiting is not None:
                         done, box = waiting
-                        box.append(frame[10:] if frame[9] == 0 else
-                                   CallFailed(frame[10:].decode(errors="replace")))
+                        text = frame[10:].decode(errors="replace")
+                        box.append(frame[10:] if frame[9] == 0 else CallRefused(text)
+                                   if frame[9] == 2 else CallFailed(text))
                         done.set()
         except ChannelError:
             pass
-        if peer.channel is channel:
-            peer.channel = None
+        finally:
+            if peer.channel is channel:
+                peer.channel = None
+            await trio.aclose_forcefully(channel.stream)
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -204,17 +227,19 @@ class PeerNet:
                 channel = await accept_channel(stream, self._key, initial=head)
         except (ChannelError, trio.TooSlowError):
             self.counters["rejected"] += 1
-            await stream.aclose()
+            await trio.aclose_forcefully(stream)
             return
-        async with trio.open_nursery() as nursery:
-            try:
-                while (frame := await channel.receive()) is not None:
-                    self.counters["received"] += 1
-                    self._dispatch(nursery, channel, frame)
-            except (ChannelError, IndexError, UnicodeDecodeError):
-                self.counters["rejected"] += 1
-            nursery.cancel_scope.cancel()
-        await channel.aclose()
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    while (frame := await channel.receive()) is not None:
+                        self.counters["received"] += 1
+                        self._dispatch(nursery, channel, frame)
+                except (ChannelError, IndexError, UnicodeDecodeError):
+                    self.counters["rejected"] += 1
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(channel.stream)
 
     def _dispatch(self, nursery: trio.Nursery, channel: Channel, frame: bytes) -> None:
         kind = frame[:1]
@@ -232,8 +257,10 @@ class PeerNet:
         handler = self._calls.get(topic)
         try:
             if handler is None:
-                raise CallFailed(f"no handler for {topic!r}")
+                raise Refused(f"no handler for {topic!r}")
             answer = b"A" + call_id + b"\x00" + await handler(channel.peer, body)
+        except Refused as exc:
+            answer = b"A" + call_id + b"\x02" + str(exc).encode()[:1000]
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the caller as text
             answer = b"A" + call_id + b"\x01" + str(exc).encode()[:1000]
         try:

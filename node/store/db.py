@@ -12,6 +12,7 @@ a power cut, not just a process crash.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -68,6 +69,23 @@ class Database:
             finally:
                 self._idle_readers.append(conn)
 
+    async def backup_to(self, path: Path) -> None:
+        """Write a consistent copy of the database to ``path`` (sqlite's online backup, on
+        the writer thread, so it sees every committed write and no half of one); fsynced,
+        then renamed into place."""
+        await self.write(lambda conn: _backup(conn, path))
+
+    async def restore_from(self, path: Path) -> None:
+        """Replace the whole database with the copy at ``path``, in one step (readers see
+        the old or the new contents, never a mix)."""
+        def restore(conn: sqlite3.Connection) -> None:
+            source = sqlite3.connect(path)
+            try:
+                source.backup(conn)
+            finally:
+                source.close()
+        await self.write(restore)
+
     def close(self) -> None:
         for conn in self._all_readers:
             conn.close()
@@ -85,6 +103,25 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _backup(conn: sqlite3.Connection, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    copy = sqlite3.connect(tmp)
+    try:
+        conn.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+    finally:
+        copy.close()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _in_read_txn(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

@@ -257,6 +257,7 @@ def test_malformed_toml_values_name_the_setting(tmp_path: Path, setting: str,
     ("election_timeout_s", "--election-timeout-s", "0.01"),
     ("meta_timeout_s", "--meta-timeout-s", "1"),
     ("voter_replace_s", "--voter-replace-s", "0.5"),
+    ("snapshot_every", "--snapshot-every", "5"),
 ])
 def test_out_of_range_values_name_the_setting(tmp_path: Path, setting: str, flag: str,
                                               raw: str) -> None:

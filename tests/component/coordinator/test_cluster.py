@@ -49,8 +49,9 @@ class Cluster:
 
     async def start(self, node_id: str, **overrides: Any) -> NodeHandle:
         settings: dict[str, Any] = {**FAST, **overrides}
-        if self.seed and "join" not in settings:
-            settings["join"] = (parse_host_port(self.seed),)
+        if self.seed and "join" not in settings:  # every live node is a seed
+            settings["join"] = tuple(parse_host_port(h.node.gossip.transport.address)
+                                     for h in self.live() if h.node.gossip is not None)
         handle = await self.stack.enter_async_context(
             running_node(self.tmp / node_id, node_id=node_id, **settings))
         self.nodes[node_id] = handle
@@ -227,3 +228,34 @@ async def test_new_nodes_join_as_learners_promoted_up_to_five_and_replace_dead_v
 
 def healthy_now(h: NodeHandle) -> bool:
     return h.services.state.signing_key is not None and bool(leader_of(h))
+
+
+async def test_logs_are_compacted_and_new_or_lagging_nodes_catch_up_from_snapshots(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await three(c, snapshot_every=20)
+        leader = await c.leader()
+        headers = await leader.admin_headers()
+        for i in range(60):
+            assert await create(leader, headers, f"c{i:03d}") == 201
+        raft = leader.node.coordinator.driver.raft  # type: ignore[union-attr]
+        assert raft.log.snapshot.index >= 40, raft.log.snapshot
+        assert len(list((tmp_path / leader.node.config.node_id / "snapshots").glob(
+            "snapshot-*.sqlite3"))) == 1
+        # A follower that was down while the log moved on past its position...
+        lagging = next(n for n in c.nodes if n != leader.node.config.node_id)
+        c.crash(lagging)
+        for i in range(60, 120):
+            assert await create(leader, headers, f"c{i:03d}") == 201
+        expected = {f"c{i:03d}" for i in range(120)}
+        # ...and a new node, whose log is empty: both get the snapshot, then the rest.
+        await c.start("n4", snapshot_every=20)
+        back = await c.start(lagging, snapshot_every=20, bootstrap_expect=3)
+        for h in (c.nodes["n4"], back):
+            await eventually(f"{h.node.config.node_id} caught up", lambda h=h: (
+                healthy_now(h) and set(h.services.state.view.containers) >= expected), 30.0)
+            assert await names(h, headers) == expected
+        files = leader.node.coordinator._files  # type: ignore[union-attr]
+        assert files.counters["sent"] >= 1, files.counters
+        installed = c.nodes["n4"].node.coordinator.driver.raft.stats  # type: ignore[union-attr]
+        assert installed["snapshots_installed"] >= 1

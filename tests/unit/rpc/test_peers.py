@@ -10,7 +10,7 @@ import trio.testing
 
 from node.net.memory import MemoryNetwork
 from node.net.router import StreamRouter
-from node.rpc.peers import CallFailed, PeerNet
+from node.rpc.peers import CallFailed, CallNotSent, CallRefused, PeerNet, Refused
 
 ADDRESS = {"a": "10.0.0.1:7946", "b": "10.0.0.2:7946"}
 
@@ -26,6 +26,9 @@ async def test_messages_calls_errors_and_an_unreachable_peer(
     async def broken(peer: str, body: bytes) -> bytes:
         raise ValueError("no such thing")
 
+    async def refuses(peer: str, body: bytes) -> bytes:
+        raise Refused("not today")
+
     async with trio.open_nursery() as nursery:
         nets = {}
         for name, key in (("a", b"k" * 20), ("b", b"k" * 20)):
@@ -36,13 +39,20 @@ async def test_messages_calls_errors_and_an_unreachable_peer(
         nets["b"].on_message("t", lambda peer, body: got.append((peer, body)))
         nets["b"].on_call("echo", echo)
         nets["b"].on_call("broken", broken)
+        nets["b"].on_call("refuses", refuses)
         for i in range(10):
             assert nets["a"].send("b", "t", b"m%d" % i)
         assert await nets["a"].call("b", "echo", b"hi", timeout_s=1) == b"a:hi"
         assert got == [("a", b"m%d" % i) for i in range(10)]
-        with pytest.raises(CallFailed, match="no such thing"):
+        # A handler's error leaves the outcome unknown; a refusal says nothing was done.
+        with pytest.raises(CallFailed, match="no such thing") as failed:
             await nets["a"].call("b", "broken", b"", timeout_s=1)
-        with pytest.raises(CallFailed, match="no address"):
+        assert not isinstance(failed.value, (CallRefused, CallNotSent))
+        with pytest.raises(CallRefused, match="not today"):
+            await nets["a"].call("b", "refuses", b"", timeout_s=1)
+        with pytest.raises(CallRefused, match="no handler"):
+            await nets["a"].call("b", "nobody-serves-this", b"", timeout_s=1)
+        with pytest.raises(CallNotSent, match="no address"):
             await nets["a"].call("zz", "echo", b"", timeout_s=1)
         net.detach(ADDRESS["b"])
         with pytest.raises(CallFailed):
