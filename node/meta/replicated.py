@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 #: Pause before asking again when there is no leader (an election takes about this long).
 RETRY_S = 0.05
+#: A forwarded write's call gives up this long before the caller's budget ends.
+ANSWER_MARGIN_S = 0.05
 
 
 class ReplicatedLog:
@@ -93,9 +95,10 @@ class ReplicatedLog:
     async def submit(self, command: c.Command) -> object:
         data = c.encode(command)
 
-        async def remote(driver: RaftDriver, leader: str) -> object:
-            answer = await self._peers.call(leader, "meta.propose", data,
-                                            timeout_s=self._timeout_s)
+        async def remote(driver: RaftDriver, leader: str, deadline: float) -> object:
+            # Ends just before the caller's budget, so a lost answer reads "outcome unknown".
+            answer = await self._peers.call(leader, "meta.propose", data, timeout_s=max(
+                0.01, deadline - trio.current_time() - ANSWER_MARGIN_S))
             index, term = (int(x) for x in answer.split(b" "))
             return await driver.result_of(index, term)
 
@@ -118,9 +121,12 @@ class ReplicatedLog:
         return result
 
     async def read_barrier(self) -> None:
-        async def remote(driver: RaftDriver, leader: str) -> int:
+        async def remote(driver: RaftDriver, leader: str, deadline: float) -> int:
+            # Reads are safe to repeat: a leader that does not answer soon is asked again
+            # (or its successor is), instead of spending the whole budget on one attempt.
+            attempt = min(deadline - trio.current_time(), max(0.5, self._timeout_s / 4))
             return int(await self._peers.call(leader, "meta.read_index", b"",
-                                              timeout_s=self._timeout_s))
+                                              timeout_s=max(0.01, attempt)))
 
         give_up = trio.current_time() + self._timeout_s
         index = await self._at_leader(lambda driver: driver.read_index(), remote,
@@ -132,11 +138,12 @@ class ReplicatedLog:
         raise Unavailable("this node did not catch up with the coordinator in time; retry")
 
     async def _at_leader(self, here: Callable[[RaftDriver], Awaitable[T]],
-                         there: Callable[[RaftDriver, str], Awaitable[T]],
+                         there: Callable[[RaftDriver, str, float], Awaitable[T]],
                          retry_on: tuple[type[Exception], ...], give_up: str) -> T:
         """Run ``here`` on the leader or ``there`` against it from a follower, waiting out
         elections and retrying ``retry_on``, until ``timeout_s``: then Unavailable."""
-        with trio.move_on_after(self._timeout_s):
+        deadline = trio.current_time() + self._timeout_s
+        with trio.move_on_at(deadline):
             while True:
                 driver = self._ready_driver()
                 raft = driver.raft
@@ -144,7 +151,7 @@ class ReplicatedLog:
                     if raft is not None and raft.is_leader:
                         return await here(driver)
                     if raft is not None and raft.leader is not None:
-                        return await there(driver, raft.leader)
+                        return await there(driver, raft.leader, deadline)
                 except retry_on as exc:
                     log.debug("not taken; retrying", extra={"why": repr(exc)})
                 await trio.sleep(RETRY_S)

@@ -63,6 +63,15 @@ class _Peer:
     down_until: float = 0.0
     calls: dict[int, tuple[trio.Event, list[bytes | BaseException]]] = field(
         default_factory=dict)
+    #: The channel each call went out on: if it breaks, the answer can never come.
+    sent_on: dict[int, Channel] = field(default_factory=dict)
+
+    def settle(self, call_id: int, outcome: bytes | BaseException) -> None:
+        waiting = self.calls.get(call_id)
+        self.sent_on.pop(call_id, None)
+        if waiting is not None and not waiting[1]:
+            waiting[1].append(outcome)
+            waiting[0].set()
 
 
 def _topic(name: str) -> bytes:
@@ -132,6 +141,7 @@ class PeerNet:
             return box[0]
         finally:
             peer.calls.pop(call_id, None)
+            peer.sent_on.pop(call_id, None)
 
     def _peer(self, peer_id: str) -> _Peer | None:
         peer = self._peers.get(peer_id)
@@ -164,10 +174,14 @@ class PeerNet:
         try:
             async with peer.receive:
                 async for frame in peer.receive:
+                    call_id = int.from_bytes(frame[1:9], "big") if frame[:1] == b"Q" else 0
                     channel = peer.channel or await self._connect(peer_id, peer)
                     if channel is None:
                         self.counters["dropped"] += 1
+                        peer.settle(call_id, CallNotSent(f"cannot connect to {peer_id}"))
                         continue
+                    if call_id:
+                        peer.sent_on[call_id] = channel
                     try:
                         await channel.send(frame)
                         self.counters["sent"] += 1
@@ -175,6 +189,7 @@ class PeerNet:
                         peer.channel = None
                         self.counters["dropped"] += 1
                         await trio.aclose_forcefully(channel.stream)
+                        self._fail_calls_on(peer, channel)
         finally:
             if peer.channel is not None:
                 await trio.aclose_forcefully(peer.channel.stream)
@@ -204,19 +219,24 @@ class PeerNet:
         try:
             while (frame := await channel.receive()) is not None:
                 if frame[:1] == b"A" and len(frame) >= 10:
-                    waiting = peer.calls.get(int.from_bytes(frame[1:9], "big"))
-                    if waiting is not None:
-                        done, box = waiting
-                        text = frame[10:].decode(errors="replace")
-                        box.append(frame[10:] if frame[9] == 0 else CallRefused(text)
-                                   if frame[9] == 2 else CallFailed(text))
-                        done.set()
+                    text = frame[10:].decode(errors="replace")
+                    peer.settle(int.from_bytes(frame[1:9], "big"),
+                                frame[10:] if frame[9] == 0 else CallRefused(text)
+                                if frame[9] == 2 else CallFailed(text))
         except ChannelError:
             pass
         finally:
             if peer.channel is channel:
                 peer.channel = None
+            self._fail_calls_on(peer, channel)
             await trio.aclose_forcefully(channel.stream)
+
+    @staticmethod
+    def _fail_calls_on(peer: _Peer, channel: Channel) -> None:
+        """The connection is gone and the answers with it: fail those calls now rather than
+        at their deadline (the peer may have acted on them: the outcome is unknown)."""
+        for call_id in [c for c, ch in peer.sent_on.items() if ch is channel]:
+            peer.settle(call_id, CallFailed("the connection was lost before the answer"))
 
     # -- inbound ---------------------------------------------------------------------------
 

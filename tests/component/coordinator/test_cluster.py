@@ -179,8 +179,13 @@ async def test_without_a_quorum_writes_and_linearizable_reads_answer_503_in_time
         assert answer.status_code == 503
         body = await answer.get_json()
         assert body["error"]["code"] == "Unavailable"
+        await eventually("the cut-off leader steps down", lambda: leader_of(survivor) is None)
         health = await (await survivor.client.get("/health")).get_json()
         assert health["coordinator"] is None  # check-quorum: a cut-off leader steps down
+        # Operators can still see the cluster (no read barrier on /cluster).
+        answer = await survivor.client.get("/cluster", headers=headers)
+        assert answer.status_code == 200
+        assert (await answer.get_json())["coordinator"]["node_id"] is None
 
 
 async def test_a_graceful_stop_of_the_leader_hands_leadership_over(tmp_path: Path) -> None:
@@ -259,3 +264,33 @@ async def test_logs_are_compacted_and_new_or_lagging_nodes_catch_up_from_snapsho
         assert files.counters["sent"] >= 1, files.counters
         installed = c.nodes["n4"].node.coordinator.driver.raft.stats  # type: ignore[union-attr]
         assert installed["snapshots_installed"] >= 1
+
+
+async def test_bootstrap_happens_once_when_nodes_restart_while_the_cluster_forms(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.start("n1", bootstrap_expect=3)
+        await c.start("n2", bootstrap_expect=3)
+        await trio.sleep(0.5)  # two of three: everyone waits
+        assert all(h.node.coordinator.driver is None for h in c.live())  # type: ignore[union-attr]
+        c.crash("n2")  # a member of the future voter set restarts before the group forms
+        await c.start("n3", bootstrap_expect=3)
+        await c.start("n2", bootstrap_expect=3)
+        await eventually("one group", lambda: c.agreed_leader() in c.nodes, 20.0)
+        leader = await c.leader()
+        # The bootstrapper, n1, restarts right after writing the voter set: it comes back
+        # with its Raft state and never writes another.
+        if leader.node.config.node_id != "n1":
+            c.crash("n1")
+            await c.start("n1", bootstrap_expect=3)
+        for h in c.live():
+            await eventually("caught up", lambda h=h: healthy_now(h))
+        leader = await c.leader()
+        assert status(leader).voters == ("n1", "n2", "n3")
+        assert len({h.services.state.cluster_id for h in c.live()}) == 1
+        # Exactly one membership entry made the first voter set, on every node.
+        for h in c.live():
+            raft = h.node.coordinator.driver.raft  # type: ignore[union-attr]
+            first = [e for e in raft.log.entries if e.index == 1]
+            assert first and first[0].kind.name == "MEMBERSHIP"
+            assert raft.log.entries[0].index == 1

@@ -76,3 +76,47 @@ async def test_a_peer_with_another_key_gets_nothing_through(
         await trio.sleep(5)
         assert got == [] and b.counters["rejected"] >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_calls_fail_as_soon_as_their_connection_breaks_not_at_their_deadline(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A peer that crashes with calls in flight: the callers learn at once (outcome
+    unknown), and a call that cannot even be sent is CallNotSent, also at once."""
+    net = MemoryNetwork(random.Random(3))
+    started = trio.Event()
+
+    async def hangs(peer: str, body: bytes) -> bytes:
+        started.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with trio.open_nursery() as nursery:
+        nets = {}
+        for name in ("a", "b"):
+            transport = net.transport(ADDRESS[name])
+            nets[name] = PeerNet(name, transport, b"k" * 20, ADDRESS.get)
+            await nursery.start(nets[name].run)
+            await nursery.start(StreamRouter(transport).run, nets[name].serve)
+        nets["b"].on_call("hangs", hangs)
+        outcome: list[BaseException] = []
+
+        async def caller() -> None:
+            try:
+                await nets["a"].call("b", "hangs", b"", timeout_s=60)
+            except CallFailed as exc:
+                outcome.append(exc)
+
+        nursery.start_soon(caller)
+        await started.wait()
+        before = trio.current_time()
+        net.detach(ADDRESS["b"])
+        with trio.fail_after(5):
+            while not outcome:
+                await trio.sleep(0.01)
+        assert trio.current_time() - before < 1.0
+        assert type(outcome[0]) is CallFailed and "lost" in str(outcome[0])
+        before = trio.current_time()
+        with pytest.raises(CallNotSent):
+            await nets["a"].call("b", "hangs", b"", timeout_s=60)
+        assert trio.current_time() - before < 5.0  # one connect attempt, not the deadline
+        nursery.cancel_scope.cancel()
