@@ -117,6 +117,7 @@ class Node:
         self._stop = trio.Event()
         self._bootstrap_lock = trio.Lock()
         self._key = b""
+        self._group: str | None = None
 
     def stop(self) -> None:
         """Begin a graceful stop: drain requests, then return from ``run``."""
@@ -134,6 +135,7 @@ class Node:
         state = MetaState()
         db.write_sync(state.load)
         has_raft = raft_db.write_sync(raft_storage.has_state)
+        self._group = raft_db.write_sync(raft_storage.group_id) if has_raft else None
         if not has_raft and state.applied_index > 0:
             raise ConfigError(f"data dir {cfg.data_dir} holds metadata but no coordinator log; "
                               "it was not written by this version")
@@ -258,7 +260,7 @@ class Node:
         cfg = self.config
         coordinator = Coordinator(
             cfg, raft_db, meta_log, peers, svc.state, random_source(),
-            lambda: svc.membership, has_state=has_raft,
+            lambda: svc.membership, has_state=has_raft, group=self._group,
             settle_s=2 * PRESETS[cfg.gossip_preset].probe_interval_s,
             bootstrap_metadata=lambda: self._bootstrap_metadata(svc), observer=svc.metrics)
         self.coordinator = coordinator

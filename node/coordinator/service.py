@@ -16,6 +16,7 @@ cluster does not wait out an election timeout.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,9 @@ from node.gossip.members import MembershipView
 from node.meta.log import CommitObserver
 from node.meta.replicated import ReplicatedLog
 from node.meta.state import MetaState
-from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_RAFT, Bootstrap,
-                                 Bootstrapper, Join, Wait)
+from node.raft import storage
+from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_GROUP, TAG_RAFT,
+                                 Bootstrap, Bootstrapper, Join, Wait)
 from node.raft.core import ChangeInProgress, NotLeader, RaftConfig
 from node.raft.driver import RaftDriver
 from node.raft.messages import Membership
@@ -50,7 +52,8 @@ DECIDE_INTERVAL_S = 0.1
 class Coordinator:
     def __init__(self, config: NodeConfig, raft_db: Database, meta_log: ReplicatedLog,
                  peers: PeerNet, state: MetaState, rng: random.Random,
-                 view: Callable[[], MembershipView], *, has_state: bool, settle_s: float, bootstrap_metadata: Callable[[], Awaitable[None]],
+                 view: Callable[[], MembershipView], *, has_state: bool,
+                 group: str | None, settle_s: float, bootstrap_metadata: Callable[[], Awaitable[None]],
                  observer: CommitObserver | None = None) -> None:
         self.config = config
         self.raft_config = RaftConfig(election_timeout_s=config.election_timeout_s,
@@ -67,8 +70,11 @@ class Coordinator:
         self._observer = observer
         self._files = SnapshotFiles(config.data_dir / "snapshots", peers)
         self._view = view
+        #: The Raft group this node belongs to (None until decided; None for data written
+        #: before groups had ids, which then accept every member).
+        self.group = group
         #: What this node says about itself in gossip; ``publish`` spreads changes.
-        self.tags = self._new_tags() if not has_state else {TAG_RAFT: MEMBER}
+        self.tags = self._member_tags() if has_state else self._new_tags()
         self.publish: Callable[[dict[str, str]], None] | None = None
         self.driver: RaftDriver | None = None
         #: Why this node is not in the Raft group yet (None once it runs).
@@ -78,6 +84,9 @@ class Coordinator:
     def _new_tags(self, boot: str = "") -> dict[str, str]:
         tags = {TAG_RAFT: NEW, TAG_EXPECT: str(self.config.bootstrap_expect)}
         return {**tags, TAG_BOOT: boot} if boot else tags
+
+    def _member_tags(self) -> dict[str, str]:
+        return {TAG_RAFT: MEMBER, **({TAG_GROUP: self.group} if self.group else {})}
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         self.tags = tags
@@ -90,12 +99,18 @@ class Coordinator:
         the driver runs."""
         bootstrap = None if self._has_state else await self._decide()
         if not self._has_state:
-            self._set_tags({TAG_RAFT: MEMBER})
+            if bootstrap is not None:  # a new group: a fresh id that no other group has
+                self.group = secrets.token_hex(8)
+            group = self.group
+            if group is not None:
+                await self._raft_db.write(lambda conn: storage.save_group_id(conn, group))
+            self._set_tags(self._member_tags())
         driver = RaftDriver(self.config.node_id, self.raft_config, self._raft_db,
                             self._log.apply, self._peers, self._rng,
                             applied=self._state.applied_index, bootstrap=bootstrap,
                             observer=self._observer, snapshotter=self._log,
-                            files=self._files, snapshot_every=self.config.snapshot_every)
+                            files=self._files, snapshot_every=self.config.snapshot_every,
+                            accept=self._same_group)
         self.driver = driver
         self._log.attach(driver)
         async with trio.open_nursery() as nursery:
@@ -115,7 +130,15 @@ class Coordinator:
         while True:
             decision = bootstrapper.decide(trio.current_time(), self._view())
             if isinstance(decision, Join):
-                log.info("joining the cluster as a learner", extra={"via": decision.via})
+                groups = self._groups_of(decision.via)
+                if len(groups) > 1:
+                    self._note_waiting(f"members of several coordinator groups are visible "
+                                       f"({', '.join(sorted(groups))}); refusing to guess")
+                    await trio.sleep(DECIDE_INTERVAL_S)
+                    continue
+                self.group = groups.pop() if groups else None
+                log.info("joining the cluster as a learner",
+                         extra={"via": decision.via, "group": self.group})
                 return None
             # With --join and the default expect of 1 a node only ever joins: it must not
             # start a cluster of its own because its seeds have not answered yet.
@@ -124,13 +147,28 @@ class Coordinator:
                          extra={"voters": sorted(decision.voters)})
                 return Membership(decision.voters)
             if isinstance(decision, Wait):
-                if decision.why != self.waiting:
-                    log.info("waiting to form the coordinator group: %s", decision.why)
-                self.waiting = decision.why
+                self._note_waiting(decision.why)
                 if decision.boot != boot:
                     boot = decision.boot
                     self._set_tags(self._new_tags(boot))
             await trio.sleep(DECIDE_INTERVAL_S)
+
+    def _note_waiting(self, why: str) -> None:
+        if why != self.waiting:
+            log.info("waiting to form the coordinator group: %s", why)
+        self.waiting = why
+
+    def _groups_of(self, node_ids: tuple[str, ...]) -> set[str]:
+        wanted = set(node_ids)
+        return {m.tags[TAG_GROUP] for m in self._view().members
+                if m.node_id in wanted and m.tags.get(TAG_GROUP)}
+
+    def _same_group(self, peer: str) -> bool:
+        """Raft messages only from members of our own group (as gossip tells it)."""
+        if self.group is None:
+            return True
+        return any(m.node_id == peer and m.tags.get(TAG_GROUP) == self.group
+                   for m in self._view().members)
 
     async def _steward(self) -> None:
         """On the leader: bootstrap the metadata once, and keep the voter set healthy."""
@@ -148,7 +186,8 @@ class Coordinator:
                     except Unavailable as exc:
                         log.warning("cannot bootstrap the metadata yet: %s", exc)
                 change = plan(self.config.node_id, raft.membership, raft.progress(),
-                              raft.commit_index, view, down_for, self._policy)
+                              raft.commit_index, view, down_for, self._policy,
+                              group=self.group)
                 if change is not None:
                     try:
                         self.driver.change_membership(change.membership)

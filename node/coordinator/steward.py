@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node.gossip.members import MembershipView, MemberState
-from node.raft.bootstrap import MEMBER, TAG_RAFT
+from node.raft.bootstrap import MEMBER, TAG_GROUP, TAG_RAFT
 from node.raft.messages import Membership
 
 MAX_VOTERS = 5
@@ -50,9 +50,11 @@ class Policy:
 
 
 def plan(me: str, membership: Membership, matches: dict[str, int], commit_index: int,
-         view: MembershipView, down_for: dict[str, float], policy: Policy) -> Change | None:
+         view: MembershipView, down_for: dict[str, float], policy: Policy, *,
+         group: str | None = None) -> Change | None:
     """The next change to make, or None. ``down_for`` says how long each member has been
-    dead or left in gossip (absent: alive, suspected or unknown)."""
+    dead or left in gossip (absent: alive, suspected or unknown). With ``group`` set,
+    only members tagged with that group may join."""
     states = {m.node_id: m for m in view.members}
     voters, learners = membership.voters, membership.learners
 
@@ -65,7 +67,8 @@ def plan(me: str, membership: Membership, matches: dict[str, int], commit_index:
 
     joining = sorted(m.node_id for m in view.members
                      if m.state is MemberState.ALIVE and m.tags.get(TAG_RAFT) == MEMBER
-                     and m.node_id not in membership.members)
+                     and m.node_id not in membership.members
+                     and (group is None or m.tags.get(TAG_GROUP) == group))
     if joining:
         node = joining[0]
         return Change(Membership(voters, learners | {node}), f"{node} joins as a learner")

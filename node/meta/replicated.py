@@ -145,12 +145,12 @@ class ReplicatedLog:
         deadline = trio.current_time() + self._timeout_s
         with trio.move_on_at(deadline):
             while True:
-                driver = self._ready_driver()
-                raft = driver.raft
+                driver = self.driver
+                raft = driver.raft if driver is not None else None
                 try:
-                    if raft is not None and raft.is_leader:
+                    if driver is not None and raft is not None and raft.is_leader:
                         return await here(driver)
-                    if raft is not None and raft.leader is not None:
+                    if driver is not None and raft is not None and raft.leader is not None:
                         return await there(driver, raft.leader, deadline)
                 except retry_on as exc:
                     log.debug("not taken; retrying", extra={"why": repr(exc)})

@@ -32,6 +32,9 @@ from node.gossip.members import Member, MembershipView
 TAG_RAFT = "raft"
 TAG_EXPECT = "expect"
 TAG_BOOT = "boot"
+#: The Raft group a member belongs to (random, chosen by the bootstrapper): groups
+#: started apart under one cluster key never take each other's members or messages.
+TAG_GROUP = "group"
 NEW = "new"
 MEMBER = "member"
 

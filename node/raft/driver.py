@@ -73,7 +73,8 @@ class RaftDriver:
                  bootstrap: Membership | None = None,
                  observer: CommitObserver | None = None,
                  snapshotter: Snapshotter | None = None, files: SnapshotFiles | None = None,
-                 snapshot_every: int = 0) -> None:
+                 snapshot_every: int = 0,
+                 accept: Callable[[str], bool] | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self._db = db
@@ -84,6 +85,8 @@ class RaftDriver:
         self._bootstrap = bootstrap
         self._observer = observer
         self._snapshotter = snapshotter
+        #: Whether to take Raft messages from a peer (another group's are dropped).
+        self._accept = accept
         self._files = files
         #: Compact the log once this many entries were applied since the last snapshot.
         self.snapshot_every = snapshot_every
@@ -98,7 +101,8 @@ class RaftDriver:
         self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self.raft: Raft | None = None
         self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0,
-                         "snapshots_taken": 0, "snapshot_requests_dropped": 0}
+                         "snapshots_taken": 0, "snapshot_requests_dropped": 0,
+                         "foreign_messages": 0}
 
     # -- running ---------------------------------------------------------------------------
 
@@ -212,6 +216,9 @@ class RaftDriver:
             return
         if msg.source != peer or self.raft is None:
             self.counters["bad_messages"] += 1  # a node may speak only for itself
+            return
+        if self._accept is not None and not self._accept(peer):
+            self.counters["foreign_messages"] += 1
             return
         if isinstance(msg, SnapshotRequest):
             path = self._files.received(msg.meta) if self._files is not None else None

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS raft_hard_state (
     id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, voted_for TEXT);
 CREATE TABLE IF NOT EXISTS raft_log (
     idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS raft_group (
+    id INTEGER PRIMARY KEY CHECK (id = 1), group_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS raft_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER NOT NULL, term INTEGER NOT NULL,
     membership BLOB NOT NULL);
@@ -66,6 +68,18 @@ def has_state(conn: Connection) -> bool:
     create(conn)
     return any(conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
                for table in ("raft_hard_state", "raft_snapshot", "raft_log"))
+
+
+def group_id(conn: Connection) -> str | None:
+    """The id of the Raft group this node belongs to (None: not decided yet)."""
+    create(conn)
+    row = conn.execute("SELECT group_id FROM raft_group WHERE id = 1").fetchone()
+    return str(row[0]) if row else None
+
+
+def save_group_id(conn: Connection, group: str) -> None:
+    with write_transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO raft_group (id, group_id) VALUES (1, ?)", (group,))
 
 
 def save(conn: Connection, ready: Ready) -> None:

@@ -294,3 +294,24 @@ async def test_bootstrap_happens_once_when_nodes_restart_while_the_cluster_forms
             first = [e for e in raft.log.entries if e.index == 1]
             assert first and first[0].kind.name == "MEMBERSHIP"
             assert raft.log.entries[0].index == 1
+
+
+async def test_groups_started_apart_under_one_key_never_take_each_others_members(
+        tmp_path: Path) -> None:
+    """An operator mistake: two nodes each started as a cluster of one, then gossip joins
+    them (same cluster key). Neither leader may add the other (its log would overwrite
+    metadata the other already applied), and a new node that sees both refuses to guess."""
+    async with cluster(tmp_path) as c:
+        a = await c.start("a", join=())
+        b = await c.start("b", join=())
+        seeds = tuple(parse_host_port(h.node.gossip.transport.address)  # type: ignore[union-attr]
+                      for h in (a, b))
+        newcomer = await c.start("n", join=seeds)
+        await eventually("everyone sees everyone", lambda: all(
+            len(h.services.membership.alive()) == 3 for h in c.live()))
+        await trio.sleep(3.0)  # several steward rounds
+        assert status(a).voters == ("a",) and status(a).learners == ()
+        assert status(b).voters == ("b",) and status(b).learners == ()
+        assert a.services.state.cluster_id != b.services.state.cluster_id
+        assert newcomer.node.coordinator.driver is None  # type: ignore[union-attr]
+        assert "several coordinator groups" in (newcomer.node.coordinator.waiting or "")  # type: ignore[union-attr]

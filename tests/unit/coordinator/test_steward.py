@@ -566,3 +566,20 @@ def test_expected_members_missing_from_the_view_count_as_down() -> None:
     assert change is not None and "n3" not in change.membership.voters
     back = MembershipView(tuple(alive("n1", "n2", "n3")))
     assert times.update(61.0, back, {"n1", "n2", "n3"}) == {}
+
+
+def test_with_a_group_only_members_of_that_group_join() -> None:
+    ours = member("n4", tags=MappingProxyType({"raft": "member", "group": "g1"}))
+    theirs = member("n5", tags=MappingProxyType({"raft": "member", "group": "g2"}))
+    untagged = member("n6")  # runs Raft, but says no group
+    members = [*alive("n1", "n2", "n3"), theirs, untagged, ours]
+    voters = ms({"n1", "n2", "n3"})
+    change = plan(ME, voters, {}, 0, view(*members), {}, POLICY, group="g1")
+    assert change is not None and change.membership == ms({"n1", "n2", "n3"}, {"n4"})
+    assert plan(ME, ms({"n1", "n2", "n3"}, {"n4"}), {"n4": 0}, 0,
+                view(*members), {}, POLICY, group="g1") is not None  # n4 promoted, not n5/n6
+    without_ours = [m for m in members if m is not ours]
+    assert plan(ME, voters, {}, 0, view(*without_ours), {}, POLICY, group="g1") is None
+    # No group (data from before groups had ids): anyone running Raft may join.
+    change = plan(ME, voters, {}, 0, view(*without_ours), {}, POLICY)
+    assert change is not None and change.membership.learners == {"n5"}

@@ -78,3 +78,22 @@ def test_a_gap_in_the_stored_log_keeps_only_the_contiguous_prefix(tmp_path: Path
     db.write_sync(lambda c: storage.save(c, Ready(entries=entries(1, 4, 1) + entries(5, 7, 1))))
     db.close()
     assert [e.index for e in reopen(path).entries] == [1, 2, 3]
+
+
+def test_the_group_id_is_kept_apart_from_the_raft_state(tmp_path: Path) -> None:
+    path = tmp_path / "raft.sqlite3"
+    db = Database(path)
+    try:
+        assert db.write_sync(storage.group_id) is None
+        db.write_sync(lambda conn: storage.save_group_id(conn, "0123abcd"))
+        # A group id alone is not Raft state: a node that chose a group but crashed
+        # before its first entry still decides again at start-up.
+        assert not db.write_sync(storage.has_state)
+        db.write_sync(lambda conn: storage.clear_log(conn))
+    finally:
+        db.close()
+    db = Database(path)
+    try:
+        assert db.write_sync(storage.group_id) == "0123abcd"
+    finally:
+        db.close()
