@@ -193,6 +193,12 @@ class RaftDriver:
         self._wake()
         return target
 
+    def snapshot_bytes(self) -> int:
+        """Size of this node's current snapshot file (0: none yet)."""
+        if self.raft is None or self._files is None or not self.raft.log.snapshot.index:
+            return 0
+        return self._files.size_of(self.raft.log.snapshot)
+
     @property
     def applied(self) -> int:
         """The last log index applied here (commands, no-ops and membership changes)."""

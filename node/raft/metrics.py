@@ -33,6 +33,8 @@ class RaftCollector(Collector):
                                               raft.log.snapshot.index),
             "blobstore_raft_log_entries": ("Entries held in the log (after the snapshot)",
                                            raft.log.last_index - raft.log.snapshot.index),
+            "blobstore_raft_snapshot_bytes": ("Size of this node's latest snapshot file",
+                                              driver.snapshot_bytes()),
             "blobstore_raft_voters": ("Voters in the membership", len(raft.membership.voters)),
             "blobstore_raft_learners": ("Learners in the membership",
                                         len(raft.membership.learners)),

@@ -85,6 +85,13 @@ class SnapshotFiles:
             if path != target:
                 path.unlink(missing_ok=True)
 
+    def size_of(self, meta: SnapshotMeta) -> int:
+        """Bytes of the snapshot file of ``meta`` (0 if there is none)."""
+        try:
+            return self.path_for(meta).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def clean(self, keep: SnapshotMeta | None) -> None:
         """At start-up: drop partial transfers and files no snapshot record names."""
         for path in self.directory.glob("*.part"):

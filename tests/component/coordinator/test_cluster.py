@@ -260,6 +260,10 @@ async def test_logs_are_compacted_and_new_or_lagging_nodes_catch_up_from_snapsho
             await eventually(f"{h.node.config.node_id} caught up", lambda h=h: (
                 healthy_now(h) and set(h.services.state.view.containers) >= expected), 30.0)
             assert await names(h, headers) == expected
+        metrics = (await (await leader.client.get("/metrics")).get_data()).decode()
+        size = [line for line in metrics.splitlines()
+                if line.startswith("blobstore_raft_snapshot_bytes ")]
+        assert size and float(size[0].split()[1]) > 0, size
         files = leader.node.coordinator._files  # type: ignore[union-attr]
         assert files.counters["sent"] >= 1, files.counters
         installed = c.nodes["n4"].node.coordinator.driver.raft.stats  # type: ignore[union-attr]
