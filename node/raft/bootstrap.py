@@ -19,8 +19,10 @@ decision needs ``raft=new`` for itself, and the driver checks its disk), and
 two different bootstrappers would need two sets whose every member named a
 different lowest id at the same time, which the settle period rules out when
 gossip views converge (they do within seconds on one network; a partition
-during the very first seconds of a cluster's life is the residual risk; it is
-not covered by a test yet).
+during the very first seconds of a cluster's life is the residual risk, not
+covered by a test). Should it happen anyway, each group has its own random id
+(``TAG_GROUP``) and the two never take each other's members or messages; an
+operator has to retire one of them.
 """
 
 from __future__ import annotations
