@@ -11,8 +11,10 @@ from node.gossip.members import Member, MembershipView, MemberState
 from node.ring.ring import Ring, single_node_view
 
 
-def member(node_id: str, state: MemberState = MemberState.ALIVE, weight: int = 1) -> Member:
-    return Member(node_id, f"{node_id}:8080", f"{node_id}:7946", state=state, weight=weight)
+def member(node_id: str, state: MemberState = MemberState.ALIVE, weight: int = 1,
+           zone: str = "") -> Member:
+    return Member(node_id, f"{node_id}:8080", f"{node_id}:7946", state=state, weight=weight,
+                  zone=zone)
 
 
 def view(*members: Member, version: int = 7) -> MembershipView:
@@ -115,3 +117,62 @@ def test_weight_attracts_more_keys() -> None:
     ring = Ring.build(view(member("light"), member("heavy", weight=4)))
     owners = Counter(ring.replicas_for(key, 1)[0] for key in KEYS)
     assert owners["heavy"] > 2 * owners["light"]
+
+
+# -- zones, handoffs, weights ----------------------------------------------------------------
+
+
+ZONED = view(*(member(f"n{i}", zone=f"z{i % 3}") for i in range(9)))
+
+
+def test_owners_span_distinct_zones_first() -> None:
+    ring = Ring.build(ZONED)
+    for key in KEYS:
+        owners = ring.replicas_for(key, 3)
+        assert len({ring.zones[n] for n in owners}) == 3, owners
+
+
+def test_with_fewer_zones_than_replicas_the_rest_follow_in_ring_order() -> None:
+    ring = Ring.build(view(*(member(f"n{i}", zone=f"z{i % 2}") for i in range(6))))
+    for key in KEYS[:200]:
+        owners = ring.replicas_for(key, 3)
+        assert len({ring.zones[n] for n in owners}) == 2 and len(set(owners)) == 3
+        walked = list(ring.walk(key))
+        # The first of each zone in ring order, then the earliest node not yet taken.
+        firsts = [n for i, n in enumerate(walked)
+                  if ring.zones[n] not in {ring.zones[m] for m in walked[:i]}]
+        third = next(n for n in walked if n not in firsts)
+        assert sorted(owners) == sorted([*firsts, third])
+
+
+def test_without_zones_the_preference_list_is_the_ring_order() -> None:
+    ring = Ring.build(FIVE)
+    for key in KEYS[:100]:
+        assert list(ring.preference(key, 3)) == list(ring.walk(key))
+
+
+def test_handoffs_are_every_other_node_in_a_stable_order() -> None:
+    ring = Ring.build(ZONED)
+    again = Ring.build(view(*reversed(ZONED.members)))  # same view, members in another order
+    for key in KEYS[:200]:
+        owners, handoffs = ring.replicas_for(key, 3), ring.handoffs(key, 3)
+        assert set(owners).isdisjoint(handoffs)
+        assert sorted(owners + handoffs) == sorted(ring.node_ids)
+        assert (again.replicas_for(key, 3), again.handoffs(key, 3)) == (owners, handoffs)
+
+
+def test_weights_give_proportional_shares() -> None:
+    ring = Ring.build(view(member("small"), member("big", weight=3), member("mid", weight=2)))
+    keys = [hashlib.sha256(b"w%d" % i).digest() for i in range(6000)]
+    firsts = Counter(ring.replicas_for(k, 1)[0] for k in keys)
+    assert 2.4 < firsts["big"] / firsts["small"] < 3.6, firsts
+    assert 1.6 < firsts["mid"] / firsts["small"] < 2.4, firsts
+
+
+def test_walk_is_uhashrings_own_ring_order() -> None:
+    """The walk reimplements uhashring's ``range`` (which is O(continuum) per call) over
+    its public continuum; both must give the same order."""
+    ring = Ring.build(view(*(member(f"n{i}", weight=1 + i % 3) for i in range(23))))
+    for key in KEYS:
+        expected = [n["nodename"] for n in ring._ring.range(key.hex(), None, unique=True)]
+        assert list(ring.walk(key)) == expected
