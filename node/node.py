@@ -58,7 +58,9 @@ from node.coordinator.service import Coordinator
 from node.net.router import StreamRouter
 from node.raft import storage as raft_storage
 from node.raft.metrics import RaftCollector
+from node.rpc.channel import DEFAULT_MAX_FRAME
 from node.rpc.peers import PeerNet
+from node.store.replicated import ReplicatedChunks
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,9 @@ class Node:
                               "it was not written by this version")
         if not has_raft and self._lone:
             self._admin_password()  # this node will bootstrap: fail now, not later
-        peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address)
+        # A frame carries at most one chunk (chunk.put / chunk.get) plus a little framing.
+        peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address,
+                        max_frame_bytes=max(DEFAULT_MAX_FRAME, cfg.chunk_size + 64 * 1024))
         metrics = NodeMetrics()
         meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s,
                                  observe_write=metrics.write_latency.observe)
@@ -159,7 +163,9 @@ class Node:
                                   parallelism=cfg.argon2_parallelism),
             throttle=LoginThrottle(max_failures=cfg.login_max_failures,
                                    window_s=cfg.login_window_s, backoff_s=cfg.login_backoff_s),
-            metrics=metrics, collector=collector, membership=view, ring=Ring.build(view))
+            metrics=metrics, collector=collector, membership=view, ring=Ring.build(view),
+            chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
+                                      view=lambda: svc.membership, replicas=cfg.replicas))
         metrics.add_gauges({
             "blobstore_chunks_on_disk": ("Chunk files on this node", lambda: chunks.count),
             "blobstore_chunk_bytes_on_disk": ("Bytes of chunk files", lambda: chunks.bytes),

@@ -81,7 +81,7 @@ async def put_data(svc: Services) -> Response:
         check_put_conditions(await _manifest(svc, container, blob), if_match,
                              if_none_match_any)
     cfg = svc.config
-    storer = BodyStorer(svc.chunks, svc.pins, chunk_size=cfg.chunk_size,
+    storer = BodyStorer(svc.chunk_io, svc.pins, chunk_size=cfg.chunk_size,
                         max_in_flight=cfg.max_chunks_in_flight,
                         idle_timeout_s=cfg.body_idle_timeout_s)
     try:
@@ -142,7 +142,7 @@ async def get_data(svc: Services) -> Response:
         response = Response("", status=status, headers=headers)
         response.headers["Content-Length"] = str(end - start)
         return response
-    stream = BlobStream(svc.chunks, svc.pins, manifest, start, end)
+    stream = BlobStream(svc.chunk_io, svc.pins, manifest, start, end)
     await stream.open()
     svc.metrics.bytes_out.inc(end - start)
     response = Response(stream.chunks(), status=status, headers=headers)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import trio
 
 from node.net.transport import Transport, TransportError
-from node.rpc.channel import Channel, ChannelError, accept_channel, connect_channel
+from node.rpc.channel import (DEFAULT_MAX_FRAME, Channel, ChannelError, accept_channel,
+                              connect_channel)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,13 @@ def _split_topic(data: bytes, pos: int) -> tuple[str, int]:
 
 class PeerNet:
     def __init__(self, node_id: str, transport: Transport, cluster_key: bytes,
-                 address_of: Callable[[str], str | None]) -> None:
+                 address_of: Callable[[str], str | None], *,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
         self.node_id = node_id
         self._transport = transport
         self._key = cluster_key
         self._address_of = address_of
+        self._max_frame = max_frame_bytes
         self._peers: dict[str, _Peer] = {}
         self._messages: dict[str, MessageHandler] = {}
         self._calls: dict[str, CallHandler] = {}
@@ -202,7 +205,8 @@ class PeerNet:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await self._transport.connect(peer.address,
                                                        timeout_s=CONNECT_TIMEOUT_S)
-                channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id)
+                channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id,
+                                                max_frame_bytes=self._max_frame)
         except (TransportError, ChannelError, trio.TooSlowError, ValueError) as exc:
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -244,7 +248,8 @@ class PeerNet:
         """Handle one inbound connection (the stream router's RPC handler)."""
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                channel = await accept_channel(stream, self._key, initial=head)
+                channel = await accept_channel(stream, self._key, initial=head,
+                                               max_frame_bytes=self._max_frame)
         except (ChannelError, trio.TooSlowError):
             self.counters["rejected"] += 1
             await trio.aclose_forcefully(stream)

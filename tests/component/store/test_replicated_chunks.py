@@ -1,0 +1,75 @@
+"""Chunks on R nodes: a blob PUT through one node is readable from every node, each chunk
+has R copies on distinct nodes, and reads survive the loss of R - 1 of them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import urlencode
+
+from node.testing.inprocess import NodeHandle, cluster, eventually
+from node.store.replicated import copies_required
+
+CHUNK = 64 * 1024
+
+
+def holders(nodes: dict[str, NodeHandle], digest: bytes) -> set[str]:
+    return {name for name, h in nodes.items() if h.services.chunks.path_for(digest).exists()}
+
+
+async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str) -> bytes:
+    answer = await h.client.get(f"/get_data?{urlencode({'container': container, 'blob': blob})}",
+                                headers=headers)
+    assert answer.status_code == 200, (h.node.config.node_id, await answer.get_data())
+    return bytes(await answer.get_data())
+
+
+def test_copies_required_follow_api_md() -> None:
+    assert copies_required(3, members=1, live=1) == (1, 1)  # a single node is complete
+    assert copies_required(3, members=5, live=5) == (3, 3)
+    assert copies_required(3, members=5, live=3) == (3, 3)  # R alive: R copies
+    assert copies_required(3, members=5, live=2) == (3, 2)  # fewer: a majority of R
+    assert copies_required(3, members=2, live=2) == (2, 2)  # clamped to the cluster
+    assert copies_required(5, members=5, live=2) == (5, 3)
+
+
+async def test_a_blob_put_anywhere_has_three_copies_and_reads_everywhere_after_two_crashes(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 6):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        await eventually("five members everywhere", lambda: all(
+            len(h.services.ring.node_ids) == 5 for h in c.live()), 20.0)
+        first = c.nodes["n1"]
+        await eventually("five voters", lambda: len(
+            first.services.log.status().voters) == 5, 30.0)
+        headers = await first.admin_headers()
+        assert (await first.client.post("/create_container", json={"container": "photos"},
+                                        headers=headers)).status_code == 201
+        data = os.urandom(5 * CHUNK + 123)  # six chunks
+        answer = await first.put_blob("photos", "big.bin", data, headers)
+        assert answer.status_code == 201, await answer.get_data()
+        digests = [hashlib.sha256(data[i:i + CHUNK]).digest()
+                   for i in range(0, len(data), CHUNK)]
+        for digest in digests:  # R copies, on the ring's owners
+            owners = set(first.services.ring.replicas_for(digest, 3))
+            assert holders(c.nodes, digest) == owners, digest.hex()
+        for h in c.live():  # every node reads it, owner of its chunks or not
+            assert await get(h, headers, "photos", "big.bin") == data
+        # Lose two nodes that hold copies (not n1, whose token we use): still whole.
+        owners_of_first = list(first.services.ring.replicas_for(digests[0], 3))
+        victims = [n for n in owners_of_first if n != "n1"][:2]
+        for victim in victims:
+            c.crash(victim)
+        for h in c.live():
+            assert await get(h, headers, "photos", "big.bin") == data
+        # Writes go on with three of five alive (R copies on the live nodes).
+        more = os.urandom(2 * CHUNK)
+        await eventually("the crashed nodes are out of the ring", lambda: all(
+            len(h.services.ring.node_ids) == 3 for h in c.live()), 30.0)
+        answer = await first.put_blob("photos", "more.bin", more, headers)
+        assert answer.status_code == 201, await answer.get_data()
+        for i in range(0, len(more), CHUNK):
+            digest = hashlib.sha256(more[i:i + CHUNK]).digest()
+            assert holders(c.nodes, digest) == set(c.nodes)
