@@ -15,8 +15,9 @@ corrupt local copy is quarantined by the local store and the read moves on.
 Transfer is one ``chunk.put`` / ``chunk.get`` call per chunk over PeerNet (the
 cluster key authenticates both ends; one connection per peer is reused).
 
-Not yet: hints that send handoff copies back to recovered owners, read repair,
-and the healing workers; they come with the rest of the replication issue.
+An owner that had to fetch a chunk from a peer keeps the good copy (read
+repair). Not yet: hints that send handoff copies back to recovered owners, and
+the healing workers; they come with the rest of the replication issue.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class ReplicatedChunks:
         self._replicas = replicas
         self._timeout_s = timeout_s
         self.counters = {"copies_sent": 0, "copies_received": 0, "remote_reads": 0,
-                         "handoff_copies": 0, "write_shortfalls": 0, "copies_failed": 0}
+                         "handoff_copies": 0, "write_shortfalls": 0, "copies_failed": 0,
+                         "read_repairs": 0}
         peers.on_call("chunk.put", self._serve_put)
         peers.on_call("chunk.get", self._serve_get)
 
@@ -113,6 +115,7 @@ class ReplicatedChunks:
         except ChunkUnavailable:
             pass  # missing here, or corrupt (and now quarantined): ask the others
         ring = self._ring()
+        owners = ring.replicas_for(digest, self._replicas)
         for node in ring.preference(digest, self._replicas):
             if node == self.node_id:
                 continue
@@ -123,9 +126,21 @@ class ReplicatedChunks:
                 continue
             if hashlib.sha256(data).digest() == digest:
                 self.counters["remote_reads"] += 1
+                if self.node_id in owners:
+                    await self._repair(digest, data)
                 return data
             log.warning("a peer sent a chunk that fails its hash", extra={"peer": node})
         raise ChunkUnavailable(f"no good copy of chunk {digest.hex()} is reachable")
+
+    async def _repair(self, digest: bytes, data: bytes) -> None:
+        """Read repair: this node owns the chunk but had no good copy; keep the one it just
+        fetched (best effort: the read succeeds either way)."""
+        try:
+            await self.local.put(digest, data)
+        except (InsufficientStorage, OSError) as exc:
+            log.warning("read repair failed", extra={"why": str(exc)})
+            return
+        self.counters["read_repairs"] += 1
 
     # -- serving peers ---------------------------------------------------------------------
 

@@ -73,3 +73,32 @@ async def test_a_blob_put_anywhere_has_three_copies_and_reads_everywhere_after_t
         for i in range(0, len(more), CHUNK):
             digest = hashlib.sha256(more[i:i + CHUNK]).digest()
             assert holders(c.nodes, digest) == set(c.nodes)
+
+
+async def test_a_corrupt_or_missing_copy_is_read_around_and_repaired_by_its_owner(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 4):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        await eventually("three members", lambda: all(
+            len(h.services.ring.node_ids) == 3 for h in c.live()), 20.0)
+        first = c.nodes["n1"]
+        await eventually("three voters", lambda: len(first.services.log.status().voters) == 3)
+        headers = await first.admin_headers()
+        await first.client.post("/create_container", json={"container": "docs"},
+                                headers=headers)
+        data = os.urandom(2 * CHUNK)
+        assert (await first.put_blob("docs", "a.bin", data, headers)).status_code == 201
+        digest = hashlib.sha256(data[:CHUNK]).digest()
+        # Two of three copies go bad: n2's flips a byte, n3's disappears.
+        path = c.nodes["n2"].services.chunks.path_for(digest)
+        raw = bytearray(path.read_bytes())
+        raw[100] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        c.nodes["n3"].services.chunks.path_for(digest).unlink()
+        for name in ("n2", "n3"):
+            h = c.nodes[name]
+            assert await get(h, headers, "docs", "a.bin") == data
+            assert await h.services.chunks.verify(digest)  # a good copy again
+            assert h.services.chunk_io.counters["read_repairs"] == 1
+        assert c.nodes["n2"].services.chunks.corrupt_found == 1
