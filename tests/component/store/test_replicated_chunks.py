@@ -102,3 +102,28 @@ async def test_a_corrupt_or_missing_copy_is_read_around_and_repaired_by_its_owne
             assert await h.services.chunks.verify(digest)  # a good copy again
             assert h.services.chunk_io.counters["read_repairs"] == 1
         assert c.nodes["n2"].services.chunks.corrupt_found == 1
+
+
+async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_handoff(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 6):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        first = c.nodes["n1"]
+        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
+                         30.0)
+        headers = await first.admin_headers()
+        await first.client.post("/create_container", json={"container": "hand"}, headers=headers)
+        ring = first.services.ring
+        # A chunk one of whose owners (not n1) is about to crash.
+        data = next(d for d in (os.urandom(CHUNK) for _ in range(200))
+                    if "n5" in ring.replicas_for(hashlib.sha256(d).digest(), 3))
+        digest = hashlib.sha256(data).digest()
+        c.crash("n5")  # gossip still has it in the ring for a few seconds
+        assert "n5" in first.services.ring.node_ids
+        answer = await first.put_blob("hand", "x.bin", data, headers)
+        assert answer.status_code == 201, await answer.get_data()
+        owners = set(ring.replicas_for(digest, 3)) - {"n5"}
+        stand_in = next(n for n in ring.handoffs(digest, 3) if n != "n5")
+        assert holders(c.nodes, digest) == owners | {stand_in}
+        assert first.services.chunk_io.counters["handoff_copies"] == 1
