@@ -177,6 +177,9 @@ class NodeConfig:
                                      "metadata writes without a quorum give up (503) after")
     voter_replace_s: float = _setting(30.0, parse_duration,
                                       "a voter dead this long is replaced by a learner")
+    heal_interval_s: float = _setting(10 * MINUTES, parse_duration,
+                                      "chunk healing pass at least this often (and on every "
+                                      "ring change)")
     snapshot_every: int = _setting(10_000, parse_int,
                                    "metadata entries between snapshots (log compaction)")
     gossip_preset: str = _setting("lan", parse_str, "gossip timings: lan, local or tests")
@@ -229,6 +232,7 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.meta_timeout_s >= 2 * cfg.election_timeout_s, "meta_timeout_s",
            "must be at least twice election_timeout_s (room for one election)")
     _check(cfg.voter_replace_s >= 1, "voter_replace_s", "must be at least 1s")
+    _check(cfg.heal_interval_s >= 1, "heal_interval_s", "must be at least 1s")
     _check(10 <= cfg.snapshot_every <= 10_000_000, "snapshot_every", "must be 10..10000000")
     _check(cfg.gossip_preset in ("lan", "local", "tests"), "gossip_preset",
            "must be lan, local or tests")

@@ -60,6 +60,7 @@ from node.raft import storage as raft_storage
 from node.raft.metrics import RaftCollector
 from node.rpc.channel import DEFAULT_MAX_FRAME
 from node.rpc.peers import PeerNet
+from node.store.healer import Healer
 from node.store.replicated import ReplicatedChunks
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,9 @@ class Node:
                                    window_s=cfg.login_window_s, backoff_s=cfg.login_backoff_s),
             metrics=metrics, collector=collector, membership=view, ring=Ring.build(view),
             chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
-                                      view=lambda: svc.membership, replicas=cfg.replicas))
+                                      view=lambda: svc.membership, replicas=cfg.replicas),
+            healer=Healer(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
+                          replicas=cfg.replicas, interval_s=cfg.heal_interval_s))
         metrics.add_gauges({
             "blobstore_chunks_on_disk": ("Chunk files on this node", lambda: chunks.count),
             "blobstore_chunk_bytes_on_disk": ("Bytes of chunk files", lambda: chunks.bytes),
@@ -175,6 +178,15 @@ class Node:
                                            lambda: collector.collected_total),
             "blobstore_meta_applied_index": ("Last applied metadata entry",
                                              lambda: state.applied_index),
+            "blobstore_chunks_under_replicated": (
+                "Owner copies found missing by the last healing pass",
+                lambda: svc.healer.under_replicated),
+            "blobstore_chunk_copies_healed": ("Chunk copies sent to owners that lacked them",
+                                              lambda: svc.healer.counters["copies_sent"]),
+            "blobstore_chunk_copies_dropped": ("Surplus copies dropped once owners had theirs",
+                                               lambda: svc.healer.counters["copies_dropped"]),
+            "blobstore_chunk_read_repairs": ("Copies repaired on read",
+                                             lambda: svc.chunk_io.counters["read_repairs"]),
         })
         return svc, meta_log, peers, raft_db, has_raft
 
@@ -238,6 +250,7 @@ class Node:
                     coordinator = self._coordinator(svc, meta_log, peers, raft_db, has_raft)
                     nursery.start_soon(coordinator.run)
                     await nursery.start(svc.collector.run)
+                    await nursery.start(svc.healer.run)
                     if self._lone:
                         # A one-node cluster is complete at once: be bootstrapped when ready.
                         await self._bootstrap_metadata(svc)

@@ -16,6 +16,7 @@ from node.meta.log import MetadataLog
 from node.meta.state import MetaState
 from node.ring.ring import Ring
 from node.store.chunks import ChunkStore
+from node.store.healer import Healer
 from node.store.replicated import ReplicatedChunks
 from node.store.db import Database
 
@@ -37,4 +38,5 @@ class Services:
     ring: Ring
     #: Chunk reads and writes across the cluster (``chunks`` is this node's own disk).
     chunk_io: ReplicatedChunks
+    healer: Healer
     draining: bool = field(default=False)

@@ -40,7 +40,11 @@ async def cluster(svc: Services) -> Response:
         "replicas": {"configured": svc.config.replicas,
                      "effective": svc.config.effective_replicas},
         "chunks": {"on_disk": svc.chunks.count, "bytes_on_disk": svc.chunks.bytes,
-                   "under_replicated": 0, "being_repaired": 0,
+                   "under_replicated": svc.healer.under_replicated,
+                   "being_repaired": svc.healer.in_flight,
+                   "healed": svc.healer.counters["copies_sent"],
+                   "surplus_dropped": svc.healer.counters["copies_dropped"],
+                   "read_repairs": svc.chunk_io.counters["read_repairs"],
                    "corrupt_found": svc.chunks.corrupt_found,
                    "collected": svc.collector.collected_total},
     })

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -127,3 +128,44 @@ async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_
         stand_in = next(n for n in ring.handoffs(digest, 3) if n != "n5")
         assert holders(c.nodes, digest) == owners | {stand_in}
         assert first.services.chunk_io.counters["handoff_copies"] == 1
+
+
+async def test_after_crashes_every_chunk_is_back_to_three_copies_and_after_restarts_to_exactly_three(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 6):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        first = c.nodes["n1"]
+        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
+                         30.0)
+        headers = await first.admin_headers()
+        await first.client.post("/create_container", json={"container": "heal"},
+                                headers=headers)
+        data = os.urandom(6 * CHUNK)  # (Quart's test client stalls on ~10+ streamed pieces)
+        assert (await first.put_blob("heal", "x.bin", data, headers)).status_code == 201
+        digests = {hashlib.sha256(data[i:i + CHUNK]).digest()
+                   for i in range(0, len(data), CHUNK)}
+
+        def copies_ok(expected_holders: Callable[[bytes], set[str]]) -> bool:
+            return all(holders(c.nodes, d) == expected_holders(d) for d in digests)
+
+        c.crash("n4")
+        c.crash("n5")
+        took = await eventually("3 copies of every chunk on the 3 live nodes", lambda: copies_ok(
+            lambda d: {"n1", "n2", "n3"}), 60.0)
+        print(f"\nre-replicated to 3 live copies {took:.1f} s after two crashes")
+        for h in c.live():
+            assert await get(h, headers, "heal", "x.bin") == data
+        # The two come back: each chunk ends on exactly its 3 owners again.
+        await c.start("n4", chunk_size=CHUNK, replicas=3)
+        await c.start("n5", chunk_size=CHUNK, replicas=3)
+        await eventually("five in every ring", lambda: all(
+            len(h.services.ring.node_ids) == 5 for h in c.live()), 30.0)
+        ring = first.services.ring
+        took = await eventually("exactly the owners hold each chunk", lambda: copies_ok(
+            lambda d: set(ring.replicas_for(d, 3))), 60.0)
+        print(f"back to exactly 3 copies on the owners {took:.1f} s after the restarts")
+        dropped = sum(h.services.healer.counters["copies_dropped"] for h in c.live())
+        assert dropped > 0
+        for h in c.live():
+            assert await get(h, headers, "heal", "x.bin") == data

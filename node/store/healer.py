@@ -1,0 +1,150 @@
+"""Healing: every chunk on this node ends up on its owners, and only there.
+
+After every ring change (and every ``interval_s`` as a backstop) the healer
+walks the chunks on this node's disk. For each one it asks the owners
+(``chunk.check``, in batches) whether they hold a *verified* copy, sends the
+chunk to those that do not, and, when this node is not an owner itself and
+every owner has confirmed its copy, deletes the local one. This one loop
+covers re-replication after a node dies, hand-off copies going back to an
+owner that recovered (hints), and rebalancing when a node joins.
+
+Safety: a copy is only dropped after each owner has verified its own copy
+against the chunk's hash in the same pass; an owner that is unreachable or
+unsure counts as not having it. The pace is bounded (``batch`` chunks per
+round trip, one pass at a time, a pause between batches) so client traffic
+keeps priority.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from node.errors import ChunkUnavailable, InsufficientStorage
+from node.ring.ring import Ring
+from node.rpc.peers import CallFailed, PeerNet, Refused
+from node.store.chunks import ChunkStore
+from node.store.replicated import DIGEST_BYTES
+
+log = logging.getLogger(__name__)
+
+#: Chunk ids per chunk.check call.
+BATCH = 256
+#: Pause between batches, so a pass never hogs the disk or the event loop.
+PAUSE_S = 0.01
+#: How often the ring epoch is looked at.
+WATCH_S = 0.5
+
+
+class Healer:
+    def __init__(self, node_id: str, local: ChunkStore, peers: PeerNet, *,
+                 ring: Callable[[], Ring], replicas: int, interval_s: float,
+                 call_timeout_s: float = 30.0) -> None:
+        self.node_id = node_id
+        self.local = local
+        self._peers = peers
+        self._ring = ring
+        self._replicas = replicas
+        self._interval_s = interval_s
+        self._timeout_s = call_timeout_s
+        self.passes = 0
+        #: Copies found missing on an owner in the last pass (the under-replication seen).
+        self.under_replicated = 0
+        #: Copies being sent to owners right now.
+        self.in_flight = 0
+        self.counters = {"copies_sent": 0, "copies_dropped": 0, "send_failed": 0}
+        peers.on_call("chunk.check", self._serve_check)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        task_status.started()
+        epoch = -1
+        next_pass = 0.0
+        while True:
+            ring = self._ring()
+            if ring.epoch != epoch or trio.current_time() >= next_pass:
+                epoch = ring.epoch
+                next_pass = trio.current_time() + self._interval_s
+                try:
+                    await self.heal_once()
+                except (OSError, InsufficientStorage) as exc:
+                    log.warning("healing pass failed", extra={"why": str(exc)})
+            await trio.sleep(WATCH_S)
+
+    async def heal_once(self) -> None:
+        ring = self._ring()
+        target = max(1, min(self._replicas, len(ring.node_ids)))
+        digests = [digest for digest, _, _ in await self.local.scan()]
+        missing = 0
+        for start in range(0, len(digests), BATCH):
+            batch = digests[start:start + BATCH]
+            owners = {d: ring.replicas_for(d, target) for d in batch}
+            holding = await self._ask_owners(owners)
+            for digest in batch:
+                lacking = [n for n in owners[digest]
+                           if n != self.node_id and digest not in holding.get(n, set())]
+                missing += len(lacking)
+                confirmed = 0
+                for node in lacking:
+                    if await self._send(node, digest):
+                        confirmed += 1
+                mine = self.node_id in owners[digest]
+                if not mine and confirmed == len(lacking) and owners[digest]:
+                    # Every owner holds a verified copy now: ours is surplus.
+                    if self.local.delete_sync(digest):
+                        self.counters["copies_dropped"] += 1
+            await trio.sleep(PAUSE_S)
+        self.under_replicated = missing
+        self.passes += 1
+
+    async def _ask_owners(self, owners: dict[bytes, tuple[str, ...]]) -> dict[str, set[bytes]]:
+        """For each remote owner: which of its chunks it holds verified (none if it does not
+        answer)."""
+        asked: dict[str, list[bytes]] = {}
+        for digest, nodes in owners.items():
+            for node in nodes:
+                if node != self.node_id:
+                    asked.setdefault(node, []).append(digest)
+        holding: dict[str, set[bytes]] = {}
+
+        async def ask(node: str, digests: list[bytes]) -> None:
+            try:
+                answer = await self._peers.call(node, "chunk.check", b"".join(digests),
+                                                timeout_s=self._timeout_s)
+            except CallFailed:
+                return
+            holding[node] = {d for d, flag in zip(digests, answer) if flag == 1}
+
+        async with trio.open_nursery() as nursery:
+            for node, digests in asked.items():
+                nursery.start_soon(ask, node, digests)
+        return holding
+
+    async def _send(self, node: str, digest: bytes) -> bool:
+        self.in_flight += 1
+        try:
+            data = await self.local.get(digest)
+            await self._peers.call(node, "chunk.put", digest + data, timeout_s=self._timeout_s)
+        except (ChunkUnavailable, CallFailed) as exc:  # ours is bad, or they cannot take it
+            self.counters["send_failed"] += 1
+            log.debug("healing copy not sent", extra={"peer": node, "why": str(exc)})
+            return False
+        finally:
+            self.in_flight -= 1
+        self.counters["copies_sent"] += 1
+        return True
+
+    async def _serve_check(self, peer: str, body: bytes) -> bytes:
+        """One byte per chunk id: 1 if this node holds a copy that verifies."""
+        if len(body) % DIGEST_BYTES:
+            raise Refused("chunk ids are 32 bytes each")
+        flags = bytearray()
+        for start in range(0, len(body), DIGEST_BYTES):
+            try:
+                good = await self.local.verify(body[start:start + DIGEST_BYTES])
+            except ChunkUnavailable:
+                good = False  # not here
+            flags.append(1 if good else 0)
+        return bytes(flags)
