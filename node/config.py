@@ -180,6 +180,10 @@ class NodeConfig:
     heal_interval_s: float = _setting(10 * MINUTES, parse_duration,
                                       "chunk healing pass at least this often (and on every "
                                       "ring change)")
+    scrub_bytes_per_s: int = _setting(16 * MIB, parse_size,
+                                      "chunk bytes re-verified per second by the scrubber")
+    scrub_interval_s: float = _setting(1 * HOURS, parse_duration,
+                                       "pause between two scrub passes")
     snapshot_every: int = _setting(10_000, parse_int,
                                    "metadata entries between snapshots (log compaction)")
     gossip_preset: str = _setting("lan", parse_str, "gossip timings: lan, local or tests")
@@ -233,6 +237,8 @@ def _validate(cfg: NodeConfig) -> None:
            "must be at least twice election_timeout_s (room for one election)")
     _check(cfg.voter_replace_s >= 1, "voter_replace_s", "must be at least 1s")
     _check(cfg.heal_interval_s >= 1, "heal_interval_s", "must be at least 1s")
+    _check(cfg.scrub_bytes_per_s >= 64 * KIB, "scrub_bytes_per_s", "must be at least 64KiB")
+    _check(cfg.scrub_interval_s >= 1, "scrub_interval_s", "must be at least 1s")
     _check(10 <= cfg.snapshot_every <= 10_000_000, "snapshot_every", "must be 10..10000000")
     _check(cfg.gossip_preset in ("lan", "local", "tests"), "gossip_preset",
            "must be lan, local or tests")

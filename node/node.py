@@ -61,6 +61,7 @@ from node.raft.metrics import RaftCollector
 from node.rpc.channel import DEFAULT_MAX_FRAME
 from node.rpc.peers import PeerNet
 from node.store.healer import Healer
+from node.store.scrub import Scrubber
 from node.store.replicated import ReplicatedChunks
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,10 @@ class Node:
             chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
                                       view=lambda: svc.membership, replicas=cfg.replicas),
             healer=Healer(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
-                          replicas=cfg.replicas, interval_s=cfg.heal_interval_s))
+                          replicas=cfg.replicas, interval_s=cfg.heal_interval_s),
+            scrubber=Scrubber(chunks, lambda digest: svc.chunk_io.get(digest),
+                              bytes_per_s=cfg.scrub_bytes_per_s,
+                              interval_s=cfg.scrub_interval_s))
         metrics.add_gauges({
             "blobstore_chunks_on_disk": ("Chunk files on this node", lambda: chunks.count),
             "blobstore_chunk_bytes_on_disk": ("Bytes of chunk files", lambda: chunks.bytes),
@@ -187,6 +191,11 @@ class Node:
                                                lambda: svc.healer.counters["copies_dropped"]),
             "blobstore_chunk_read_repairs": ("Copies repaired on read",
                                              lambda: svc.chunk_io.counters["read_repairs"]),
+            "blobstore_scrub_passes": ("Completed scrub passes", lambda: svc.scrubber.passes),
+            "blobstore_scrub_corrupt_found": ("Corrupt copies the scrubber found",
+                                              lambda: svc.scrubber.counters["corrupt"]),
+            "blobstore_scrub_repaired": ("Corrupt copies the scrubber replaced",
+                                         lambda: svc.scrubber.counters["repaired"]),
         })
         return svc, meta_log, peers, raft_db, has_raft
 
@@ -251,6 +260,7 @@ class Node:
                     nursery.start_soon(coordinator.run)
                     await nursery.start(svc.collector.run)
                     await nursery.start(svc.healer.run)
+                    await nursery.start(svc.scrubber.run)
                     if self._lone:
                         # A one-node cluster is complete at once: be bootstrapped when ready.
                         await self._bootstrap_metadata(svc)

@@ -17,6 +17,7 @@ from node.meta.state import MetaState
 from node.ring.ring import Ring
 from node.store.chunks import ChunkStore
 from node.store.healer import Healer
+from node.store.scrub import Scrubber
 from node.store.replicated import ReplicatedChunks
 from node.store.db import Database
 
@@ -39,4 +40,5 @@ class Services:
     #: Chunk reads and writes across the cluster (``chunks`` is this node's own disk).
     chunk_io: ReplicatedChunks
     healer: Healer
+    scrubber: Scrubber
     draining: bool = field(default=False)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import trio
 
-from node.errors import ChunkUnavailable, InsufficientStorage, Unavailable
+from node.errors import ChunkCorrupt, ChunkUnavailable, InsufficientStorage, Unavailable
 from node.gossip.members import MembershipView, MemberState
 from node.ring.ring import Ring
 from node.rpc.peers import CallFailed, PeerNet, Refused
@@ -157,5 +157,13 @@ class ReplicatedChunks:
             raise Refused("a chunk id is 32 bytes")
         try:
             return await self.local.get(body)
+        except ChunkCorrupt:
+            # Our copy was bad (and is quarantined now): fetch a good one for both of us;
+            # read repair keeps it here if we own it. Each bad copy recurses at most once:
+            # after quarantine it is missing, which is refused without looking further.
+            try:
+                return await self.get(body)
+            except ChunkUnavailable as exc:
+                raise Refused(str(exc)) from None
         except ChunkUnavailable as exc:
             raise Refused(str(exc)) from None

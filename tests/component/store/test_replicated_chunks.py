@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
+import trio
+
 from node.testing.inprocess import NodeHandle, cluster, eventually
 from node.store.replicated import copies_required
 
@@ -169,3 +171,72 @@ async def test_after_crashes_every_chunk_is_back_to_three_copies_and_after_resta
         assert dropped > 0
         for h in c.live():
             assert await get(h, headers, "heal", "x.bin") == data
+
+
+async def test_a_sixth_node_takes_about_a_sixth_of_the_copies_and_no_chunk_has_more_or_fewer(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 6):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        first = c.nodes["n1"]
+        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
+                         30.0)
+        headers = await first.admin_headers()
+        await first.client.post("/create_container", json={"container": "grow"},
+                                headers=headers)
+        digests: set[bytes] = set()
+        for b in range(12):
+            data = os.urandom(5 * CHUNK)
+            assert (await first.put_blob("grow", f"b{b}", data, headers)).status_code == 201
+            digests |= {hashlib.sha256(data[i:i + CHUNK]).digest()
+                        for i in range(0, len(data), CHUNK)}
+        await c.start("n6", chunk_size=CHUNK, replicas=3)
+        await eventually("six in every ring", lambda: all(
+            len(h.services.ring.node_ids) == 6 for h in c.live()), 30.0)
+        ring = first.services.ring
+        took = await eventually("each chunk on exactly its 3 owners", lambda: all(
+            holders(c.nodes, d) == set(ring.replicas_for(d, 3)) for d in digests), 60.0)
+        share = sum(1 for d in digests if "n6" in holders(c.nodes, d)) / (3 * len(digests))
+        print(f"\nn6 joined: rebalanced in {took:.1f} s; it holds {share:.3f} of all copies "
+              f"(ideal {1 / 6:.3f}, {len(digests)} chunks)")
+        assert 1 / 12 < share < 1 / 4
+
+
+async def test_two_of_three_copies_flipped_reads_stay_right_and_a_scrub_pass_heals_them(
+        tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        for i in range(1, 4):
+            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+        first = c.nodes["n1"]
+        await eventually("three voters", lambda: len(first.services.log.status().voters) == 3)
+        headers = await first.admin_headers()
+        await first.client.post("/create_container", json={"container": "rot"},
+                                headers=headers)
+        data = os.urandom(3 * CHUNK)
+        assert (await first.put_blob("rot", "r.bin", data, headers)).status_code == 201
+        digest = hashlib.sha256(data[CHUNK:2 * CHUNK]).digest()
+        # Let the healers finish the passes the cluster's formation started: they verify
+        # copies too, and would find the damage before the scrubbers do.
+        await eventually("healers idle", lambda: all(
+            h.services.healer.passes >= 1 and len(h.services.ring.node_ids) == 3
+            for h in c.live()))
+        await trio.sleep(1.0)
+        for name in ("n1", "n2"):  # bit rot in two of the three copies
+            path = c.nodes[name].services.chunks.path_for(digest)
+            raw = bytearray(path.read_bytes())
+            raw[len(raw) // 2] ^= 0x01
+            path.write_bytes(bytes(raw))
+        # n3 reads its own good copy. n1's scrubber finds its bad copy and fetches a good
+        # one; if it asks n2 first, n2 finds its own copy bad too and repairs it from n3
+        # on the way, so n2's scrubber may find nothing left to do.
+        assert await get(c.nodes["n3"], headers, "rot", "r.bin") == data
+        scrubbers = [c.nodes[name].services.scrubber for name in ("n1", "n2")]
+        assert await scrubbers[0].scrub_once() == 1
+        assert await scrubbers[1].scrub_once() in (0, 1)
+        assert sum(s.counters["repaired"] for s in scrubbers) >= 1
+        assert sum(h.services.chunks.corrupt_found for h in c.live()) == 2
+        for h in c.live():
+            assert await h.services.chunks.verify(digest)
+            assert await get(h, headers, "rot", "r.bin") == data
+        # A second pass finds nothing.
+        assert await c.nodes["n1"].services.scrubber.scrub_once() == 0
