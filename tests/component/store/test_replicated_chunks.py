@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import trio
 
-from node.testing.inprocess import NodeHandle, cluster, eventually
+from node.testing.inprocess import Cluster, NodeHandle, cluster, eventually
 from node.store.replicated import copies_required
 
 CHUNK = 64 * 1024
@@ -28,6 +28,22 @@ async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str)
     return bytes(await answer.get_data())
 
 
+async def started(c: Cluster, n: int, container: str) -> tuple[NodeHandle, dict[str, str]]:
+    """``n`` nodes (64 KiB chunks, R=3), all voters and in every ring; n1, an admin's
+    headers, and a new container."""
+    for i in range(1, n + 1):
+        await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
+    first = c.nodes["n1"]
+    await eventually(f"{n} voters, {n} in every ring", lambda: len(
+        first.services.log.status().voters) == min(n, 5) and all(
+        len(h.services.ring.node_ids) == n for h in c.live()), 30.0)
+    headers = await first.admin_headers()
+    answer = await first.client.post("/create_container", json={"container": container},
+                                     headers=headers)
+    assert answer.status_code == 201
+    return first, headers
+
+
 def test_copies_required_follow_api_md() -> None:
     assert copies_required(3, members=1, live=1) == (1, 1)  # a single node is complete
     assert copies_required(3, members=5, live=5) == (3, 3)
@@ -40,16 +56,7 @@ def test_copies_required_follow_api_md() -> None:
 async def test_a_blob_put_anywhere_has_three_copies_and_reads_everywhere_after_two_crashes(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 6):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        await eventually("five members everywhere", lambda: all(
-            len(h.services.ring.node_ids) == 5 for h in c.live()), 20.0)
-        first = c.nodes["n1"]
-        await eventually("five voters", lambda: len(
-            first.services.log.status().voters) == 5, 30.0)
-        headers = await first.admin_headers()
-        assert (await first.client.post("/create_container", json={"container": "photos"},
-                                        headers=headers)).status_code == 201
+        first, headers = await started(c, 5, "photos")
         data = os.urandom(5 * CHUNK + 123)  # six chunks
         answer = await first.put_blob("photos", "big.bin", data, headers)
         assert answer.status_code == 201, await answer.get_data()
@@ -81,15 +88,7 @@ async def test_a_blob_put_anywhere_has_three_copies_and_reads_everywhere_after_t
 async def test_a_corrupt_or_missing_copy_is_read_around_and_repaired_by_its_owner(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 4):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        await eventually("three members", lambda: all(
-            len(h.services.ring.node_ids) == 3 for h in c.live()), 20.0)
-        first = c.nodes["n1"]
-        await eventually("three voters", lambda: len(first.services.log.status().voters) == 3)
-        headers = await first.admin_headers()
-        await first.client.post("/create_container", json={"container": "docs"},
-                                headers=headers)
+        first, headers = await started(c, 3, "docs")
         data = os.urandom(2 * CHUNK)
         assert (await first.put_blob("docs", "a.bin", data, headers)).status_code == 201
         digest = hashlib.sha256(data[:CHUNK]).digest()
@@ -110,13 +109,7 @@ async def test_a_corrupt_or_missing_copy_is_read_around_and_repaired_by_its_owne
 async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_handoff(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 6):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        first = c.nodes["n1"]
-        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
-                         30.0)
-        headers = await first.admin_headers()
-        await first.client.post("/create_container", json={"container": "hand"}, headers=headers)
+        first, headers = await started(c, 5, "hand")
         ring = first.services.ring
         # A chunk one of whose owners (not n1) is about to crash.
         data = next(d for d in (os.urandom(CHUNK) for _ in range(200))
@@ -135,14 +128,7 @@ async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_
 async def test_after_crashes_every_chunk_is_back_to_three_copies_and_after_restarts_to_exactly_three(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 6):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        first = c.nodes["n1"]
-        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
-                         30.0)
-        headers = await first.admin_headers()
-        await first.client.post("/create_container", json={"container": "heal"},
-                                headers=headers)
+        first, headers = await started(c, 5, "heal")
         data = os.urandom(6 * CHUNK)  # (Quart's test client stalls on ~10+ streamed pieces)
         assert (await first.put_blob("heal", "x.bin", data, headers)).status_code == 201
         digests = {hashlib.sha256(data[i:i + CHUNK]).digest()
@@ -176,14 +162,7 @@ async def test_after_crashes_every_chunk_is_back_to_three_copies_and_after_resta
 async def test_a_sixth_node_takes_about_a_sixth_of_the_copies_and_no_chunk_has_more_or_fewer(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 6):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        first = c.nodes["n1"]
-        await eventually("five voters", lambda: len(first.services.log.status().voters) == 5,
-                         30.0)
-        headers = await first.admin_headers()
-        await first.client.post("/create_container", json={"container": "grow"},
-                                headers=headers)
+        first, headers = await started(c, 5, "grow")
         digests: set[bytes] = set()
         for b in range(12):
             data = os.urandom(5 * CHUNK)
@@ -205,13 +184,7 @@ async def test_a_sixth_node_takes_about_a_sixth_of_the_copies_and_no_chunk_has_m
 async def test_two_of_three_copies_flipped_reads_stay_right_and_a_scrub_pass_heals_them(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        for i in range(1, 4):
-            await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-        first = c.nodes["n1"]
-        await eventually("three voters", lambda: len(first.services.log.status().voters) == 3)
-        headers = await first.admin_headers()
-        await first.client.post("/create_container", json={"container": "rot"},
-                                headers=headers)
+        first, headers = await started(c, 3, "rot")
         data = os.urandom(3 * CHUNK)
         assert (await first.put_blob("rot", "r.bin", data, headers)).status_code == 201
         digest = hashlib.sha256(data[CHUNK:2 * CHUNK]).digest()
