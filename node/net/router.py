@@ -75,9 +75,9 @@ class _GossipView:
 class StreamRouter:
     def __init__(self, transport: Transport, *, max_pending: int = 64) -> None:
         self.transport = transport
-        self._send, receive = trio.open_memory_channel[
+        self._send, self._queued = trio.open_memory_channel[
             tuple[trio.abc.HalfCloseableStream, str]](max_pending)
-        self.gossip: Transport = _GossipView(transport, receive)  # type: ignore[assignment]
+        self.gossip: Transport = _GossipView(transport, self._queued)  # type: ignore[assignment]
         self.dropped = 0
 
     async def run(self, rpc: RpcHandler, *,
@@ -93,6 +93,17 @@ class StreamRouter:
                     nursery.start_soon(self._route, stream, peer, rpc)
             finally:
                 self._send.close()
+                await self._close_queued()
+
+    async def _close_queued(self) -> None:
+        """Streams handed to gossip that it never took: close them, even while cancelled."""
+        while True:
+            try:
+                stream, _ = self._queued.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
 
     async def _route(self, stream: trio.abc.HalfCloseableStream, peer: str,
                      rpc: RpcHandler) -> None:

@@ -207,9 +207,12 @@ class PeerNet:
                                                        timeout_s=CONNECT_TIMEOUT_S)
                 channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id,
                                                 max_frame_bytes=self._max_frame)
-        except (TransportError, ChannelError, trio.TooSlowError, ValueError) as exc:
+        except BaseException as exc:  # noqa: BLE001 - cancellation too: never leak the socket
             if stream is not None:
                 await trio.aclose_forcefully(stream)
+            if not isinstance(exc, (TransportError, ChannelError, trio.TooSlowError,
+                                    ValueError)):
+                raise
             log.debug("cannot reach peer", extra={"peer": peer_id, "why": repr(exc)})
             peer.down_until = trio.current_time() + RECONNECT_BACKOFF_S
             return None
@@ -250,9 +253,11 @@ class PeerNet:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 channel = await accept_channel(stream, self._key, initial=head,
                                                max_frame_bytes=self._max_frame)
-        except (ChannelError, trio.TooSlowError):
-            self.counters["rejected"] += 1
+        except BaseException as exc:  # noqa: BLE001 - cancellation too: never leak the socket
             await trio.aclose_forcefully(stream)
+            if not isinstance(exc, (ChannelError, trio.TooSlowError)):
+                raise
+            self.counters["rejected"] += 1
             return
         try:
             async with trio.open_nursery() as nursery:
