@@ -200,6 +200,11 @@ class NodeConfig:
         _validate(self)
 
     @property
+    def starts_alone(self) -> bool:
+        """A cluster of one (expect 1, no --join): it bootstraps at once, without gossip."""
+        return self.bootstrap_expect == 1 and not self.join
+
+    @property
     def effective_replicas(self) -> int:
         """Replicas clamped to the cluster size the node was told to expect."""
         return max(1, min(self.replicas, self.bootstrap_expect))

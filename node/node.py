@@ -143,7 +143,7 @@ class Node:
         if not has_raft and state.applied_index > 0:
             raise ConfigError(f"data dir {cfg.data_dir} holds metadata but no coordinator log; "
                               "it was not written by this version")
-        if not has_raft and self._lone:
+        if not has_raft and self.config.starts_alone:
             self._admin_password()  # this node will bootstrap: fail now, not later
         # A frame carries at most one chunk (chunk.put / chunk.get) plus a little framing.
         peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address,
@@ -198,11 +198,6 @@ class Node:
                                          lambda: svc.scrubber.counters["repaired"]),
         })
         return svc, meta_log, peers, raft_db, has_raft
-
-    @property
-    def _lone(self) -> bool:
-        """Started as a cluster of one: it bootstraps at once, without waiting for gossip."""
-        return self.config.bootstrap_expect == 1 and not self.config.join
 
     def _admin_password(self) -> str:
         password = self.config.admin_password
@@ -261,7 +256,7 @@ class Node:
                     await nursery.start(svc.collector.run)
                     await nursery.start(svc.healer.run)
                     await nursery.start(svc.scrubber.run)
-                    if self._lone:
+                    if self.config.starts_alone:
                         # A one-node cluster is complete at once: be bootstrapped when ready.
                         await self._bootstrap_metadata(svc)
                     binds = await nursery.start(self._serve)

@@ -122,7 +122,7 @@ class Coordinator:
     async def _decide(self) -> Membership | None:
         """The first voter set if this node writes it; None if it joins (waits to be added)."""
         cfg = self.config
-        if cfg.bootstrap_expect == 1 and not cfg.join:
+        if cfg.starts_alone:
             log.info("starting a new cluster with this node as its only voter")
             return Membership(frozenset({cfg.node_id}))
         bootstrapper = Bootstrapper(cfg.node_id, cfg.bootstrap_expect, self._settle_s)
@@ -159,16 +159,16 @@ class Coordinator:
         self.waiting = why
 
     def _groups_of(self, node_ids: tuple[str, ...]) -> set[str]:
-        wanted = set(node_ids)
-        return {m.tags[TAG_GROUP] for m in self._view().members
-                if m.node_id in wanted and m.tags.get(TAG_GROUP)}
+        view = self._view()
+        return {m.tags[TAG_GROUP] for n in node_ids
+                if (m := view.get(n)) is not None and m.tags.get(TAG_GROUP)}
 
     def _same_group(self, peer: str) -> bool:
         """Raft messages only from members of our own group (as gossip tells it)."""
         if self.group is None:
             return True
-        return any(m.node_id == peer and m.tags.get(TAG_GROUP) == self.group
-                   for m in self._view().members)
+        member = self._view().get(peer)
+        return member is not None and member.tags.get(TAG_GROUP) == self.group
 
     async def _steward(self) -> None:
         """On the leader: bootstrap the metadata once, and keep the voter set healthy."""

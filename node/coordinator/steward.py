@@ -55,11 +55,10 @@ def plan(me: str, membership: Membership, matches: dict[str, int], commit_index:
     """The next change to make, or None. ``down_for`` says how long each member has been
     dead or left in gossip (absent: alive, suspected or unknown). With ``group`` set,
     only members tagged with that group may join."""
-    states = {m.node_id: m for m in view.members}
     voters, learners = membership.voters, membership.learners
 
     def alive(node_id: str) -> bool:
-        member = states.get(node_id)
+        member = view.get(node_id)
         return node_id == me or (member is not None and member.state is MemberState.ALIVE)
 
     def long_down(node_id: str) -> bool:

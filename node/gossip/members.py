@@ -43,6 +43,13 @@ class MembershipView:
 
     members: tuple[Member, ...]
     version: int = 0
+    _by_id: Mapping[str, Member] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {m.node_id: m for m in self.members})
+
+    def get(self, node_id: str) -> Member | None:
+        return self._by_id.get(node_id)
 
     def alive(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if m.state is MemberState.ALIVE)

@@ -269,7 +269,6 @@ class RaftDriver:
                 await self._db.write(lambda c: storage.save(c, ready))
                 if ready.snapshot is not None and self._files is not None:
                     self._files.adopt(ready.snapshot.meta, cast(Path, ready.snapshot.data))
-                    self._files.forget(ready.snapshot.meta)
             if self._observer is not None:
                 self._observer.observe_batch(len(ready.entries), trio.current_time() - started)
             self.counters["batches"] += 1

@@ -75,9 +75,10 @@ class SnapshotFiles:
         return self.directory / file_name(meta)
 
     def adopt(self, meta: SnapshotMeta, source: Path | None = None) -> None:
-        """Make the file of ``meta`` this node's snapshot (moving ``source`` into place if
-        given) and delete every other snapshot file."""
+        """Make the file of ``meta`` this node's snapshot (moving ``source``, a received
+        file, into place if given) and delete every other snapshot file."""
         target = self.path_for(meta)
+        self._received.pop((meta.index, meta.term), None)
         if source is not None and source != target:
             os.replace(source, target)
             _fsync_dir(self.directory)
@@ -180,9 +181,6 @@ class SnapshotFiles:
             self._received.pop(old).unlink(missing_ok=True)
         self.counters["received"] += 1
         return b""
-
-    def forget(self, meta: SnapshotMeta) -> None:
-        self._received.pop((meta.index, meta.term), None)
 
 
 def _append(path: Path, chunk: bytes) -> None:

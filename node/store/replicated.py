@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from itertools import islice
 
 import trio
 
@@ -70,14 +71,15 @@ class ReplicatedChunks:
         members = sum(1 for m in self._view().members if m.state is not MemberState.LEFT)
         target, required = copies_required(self._replicas, max(members, 1),
                                            len(ring.node_ids))
-        preference = list(ring.preference(digest, target)) or [self.node_id]
-        owners, handoffs = preference[:target], iter(preference[target:])
+        # Lazily: the owners, then only as much of the handoff order as failures need.
+        walk = ring.preference(digest, target)
+        owners = list(islice(walk, target)) or [self.node_id]
         stored: list[str] = []
         errors: list[Exception] = []
         async with trio.open_nursery() as nursery:
             for node in owners:
                 nursery.start_soon(self._store_on, node, digest, data, stored, errors)
-        for node in handoffs:  # stand-ins for owners that could not take it, in order
+        for node in walk:  # the handoff order: stand-ins for owners that failed
             if len(stored) >= target:
                 break
             if await self._store_on(node, digest, data, stored, errors):
@@ -95,7 +97,7 @@ class ReplicatedChunks:
             if node == self.node_id:
                 await self.local.put(digest, data)
             else:
-                await self._peers.call(node, "chunk.put", digest + bytes(data),
+                await self._peers.call(node, "chunk.put", b"".join((digest, data)),
                                        timeout_s=self._timeout_s)
                 self.counters["copies_sent"] += 1
         except (CallFailed, InsufficientStorage, OSError) as exc:
@@ -115,7 +117,6 @@ class ReplicatedChunks:
         except ChunkUnavailable:
             pass  # missing here, or corrupt (and now quarantined): ask the others
         ring = self._ring()
-        owners = ring.replicas_for(digest, self._replicas)
         for node in ring.preference(digest, self._replicas):
             if node == self.node_id:
                 continue
@@ -126,7 +127,7 @@ class ReplicatedChunks:
                 continue
             if hashlib.sha256(data).digest() == digest:
                 self.counters["remote_reads"] += 1
-                if self.node_id in owners:
+                if self.node_id in ring.replicas_for(digest, self._replicas):
                     await self._repair(digest, data)
                 return data
             log.warning("a peer sent a chunk that fails its hash", extra={"peer": node})

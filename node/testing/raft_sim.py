@@ -86,6 +86,22 @@ class Disk:
             index += 1
         return out
 
+    def save(self, ready: Ready) -> None:
+        """The Raft half of persisting ``ready``, as ``node.raft.storage.save`` does in
+        sqlite: a snapshot record cuts the log, a truncation drops the suffix, then the
+        entries and the hard state are written. (The state machine is the caller's.)"""
+        if ready.snapshot is not None:
+            self.snapshot = ready.snapshot.meta
+            for index in [i for i in self.entries if i <= self.snapshot.index]:
+                del self.entries[index]
+        if ready.truncate_from is not None:
+            for index in [i for i in self.entries if i >= ready.truncate_from]:
+                del self.entries[index]
+        for entry in ready.entries:
+            self.entries[entry.index] = entry
+        if ready.hard_state is not None:
+            self.hard_state = ready.hard_state
+
 
 @dataclass
 class SimNode:
@@ -350,21 +366,13 @@ class RaftSim:
             if held is not None and held.term != meta.term and meta.index + 1 in disk.entries:
                 self.stats.snapshots_over_conflicts += 1
             assert data.index == meta.index, (node.id, data.index, meta)
-            disk.snapshot, disk.snapshot_data = meta, data
+            disk.snapshot_data = data
             disk.kv, disk.digest, disk.applied = dict(data.kv), data.digest, meta.index
             self._snapshots[node.id][meta.index] = data
-            for index in [i for i in disk.entries if i <= meta.index]:
-                del disk.entries[index]
             self.applied[node.id] = {i: v for i, v in self.applied[node.id].items()
                                      if i <= meta.index}
             self.stats.snapshots_installed += 1
-        if ready.truncate_from is not None:
-            for index in [i for i in disk.entries if i >= ready.truncate_from]:
-                del disk.entries[index]
-        for entry in ready.entries:
-            disk.entries[entry.index] = entry
-        if ready.hard_state is not None:
-            disk.hard_state = ready.hard_state
+        disk.save(ready)
         for hook in self.on_persist:
             hook(node, ready)
         if ready.snapshot is not None:

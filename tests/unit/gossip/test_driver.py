@@ -11,7 +11,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import trio
@@ -66,25 +66,9 @@ class Tap:
         self.inner = inner
         self._in, self._out = trio.open_memory_channel[tuple[str, bytes]](1000)
 
-    @property
-    def address(self) -> str:
-        return self.inner.address
-
-    @property
-    def packets_sent(self) -> int:
-        return self.inner.packets_sent
-
-    @property
-    def packets_received(self) -> int:
-        return self.inner.packets_received
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.inner.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.inner.bytes_received
+    def __getattr__(self, name: str) -> Any:
+        """Everything but the inbox is the inner transport's (address, counters, ...)."""
+        return getattr(self.inner, name)
 
     def inject(self, source: str, data: bytes) -> None:
         self._in.send_nowait((source, data))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -29,6 +28,7 @@ from node.raft.core import (ChangeInProgress, HardState, NotLeader, Raft, RaftCo
 from node.raft.messages import (AppendRequest, AppendResponse, Entry, EntryKind, Membership,
                                 Message, SnapshotMeta, SnapshotRequest, SnapshotResponse,
                                 TimeoutNow, VoteRequest, VoteResponse)
+from node.testing.raft_sim import Disk
 
 CONFIG = RaftConfig(election_timeout_s=1.0, heartbeat_interval_s=0.1,
                     max_append_bytes=1 << 20, transfer_timeout_s=2.0)
@@ -52,22 +52,6 @@ def log_entries(membership: Membership, terms: list[int]) -> list[Entry]:
     """The bootstrap entry, then one command per term in ``terms`` (from index 2)."""
     return [bootstrap_entry(membership)] + [
         Entry(2 + i, term, data=f"e{2 + i}t{term}".encode()) for i, term in enumerate(terms)]
-
-
-@dataclass
-class Disk:
-    hard_state: HardState = HardState(0, None)
-    entries: dict[int, Entry] = field(default_factory=dict)
-    snapshot: SnapshotMeta | None = None
-    applied: int = 0
-
-    def log(self) -> list[Entry]:
-        out: list[Entry] = []
-        index = (self.snapshot.index if self.snapshot else 0) + 1
-        while index in self.entries:
-            out.append(self.entries[index])
-            index += 1
-        return out
 
 
 class Cluster:
@@ -151,19 +135,9 @@ class Cluster:
 
     def persist(self, node_id: str, ready: Ready) -> None:
         disk = self.disks[node_id]
+        disk.save(ready)
         if ready.snapshot is not None:
-            meta = ready.snapshot.meta
-            disk.snapshot = meta
-            disk.applied = max(disk.applied, meta.index)
-            for index in [i for i in disk.entries if i <= meta.index]:
-                del disk.entries[index]
-        if ready.truncate_from is not None:
-            for index in [i for i in disk.entries if i >= ready.truncate_from]:
-                del disk.entries[index]
-        for entry in ready.entries:
-            disk.entries[entry.index] = entry
-        if ready.hard_state is not None:
-            disk.hard_state = ready.hard_state
+            disk.applied = max(disk.applied, ready.snapshot.meta.index)
         self.check_acks_are_durable(node_id, ready)
 
     def check_acks_are_durable(self, node_id: str, ready: Ready) -> None:
