@@ -171,6 +171,11 @@ class NodeConfig:
     send_timeout_s: float = _setting(60.0, parse_duration, "max time to send one response piece")
     gc_interval_s: float = _setting(60.0, parse_duration, "pause between GC passes")
     gc_grace_s: float = _setting(1 * HOURS, parse_duration, "min age of a collectable chunk")
+    upload_hold_s: float = _setting(60.0, parse_duration,
+                                    "a peer's upload keeps its chunks from the collector this "
+                                    "long past its last renewal")
+    upload_max_s: float = _setting(24 * HOURS, parse_duration,
+                                   "longest upload; older ones are refused at commit")
     election_timeout_s: float = _setting(0.8, parse_duration,
                                          "coordinator silence before an election (x1..x2)")
     meta_timeout_s: float = _setting(5.0, parse_duration,
@@ -204,11 +209,6 @@ class NodeConfig:
         """A cluster of one (expect 1, no --join): it bootstraps at once, without gossip."""
         return self.bootstrap_expect == 1 and not self.join
 
-    @property
-    def effective_replicas(self) -> int:
-        """Replicas clamped to the cluster size the node was told to expect."""
-        return max(1, min(self.replicas, self.bootstrap_expect))
-
 
 def _check(ok: bool, name: str, why: str) -> None:
     if not ok:
@@ -237,6 +237,8 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.send_timeout_s > 0, "send_timeout_s", "must be positive")
     _check(cfg.gc_interval_s > 0, "gc_interval_s", "must be positive")
     _check(cfg.gc_grace_s >= 0, "gc_grace_s", "must not be negative")
+    _check(cfg.upload_hold_s >= 0.3, "upload_hold_s", "must be at least 0.3s")
+    _check(cfg.upload_max_s >= 60, "upload_max_s", "must be at least 60s")
     _check(0.05 <= cfg.election_timeout_s <= 60, "election_timeout_s", "must be 50ms..60s")
     _check(cfg.meta_timeout_s >= 2 * cfg.election_timeout_s, "meta_timeout_s",
            "must be at least twice election_timeout_s (room for one election)")

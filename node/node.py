@@ -153,9 +153,15 @@ class Node:
                                  observe_write=metrics.write_latency.observe)
         chunks = ChunkStore(cfg.data_dir / "store")
         pins = ChunkPins()
+
+        async def condemn(batch: list[bytes]) -> list[bytes]:
+            condemned = await meta_log.submit(c.CondemnChunks(
+                tuple(d.hex() for d in batch), self.clock.now(), cfg.upload_max_s))
+            assert isinstance(condemned, tuple)
+            return [bytes.fromhex(h) for h in condemned]
         collector = ChunkCollector(
             chunks, lambda batch: db.read(lambda conn: queries.unreferenced(conn, batch)),
-            pins, self.clock, grace_s=cfg.gc_grace_s, interval_s=cfg.gc_interval_s)
+            condemn, pins, self.clock, grace_s=cfg.gc_grace_s, interval_s=cfg.gc_interval_s)
         view = single_node_view(Member(cfg.node_id, str(cfg.http), str(cfg.gossip)))
         svc = Services(
             config=cfg, clock=self.clock, db=db, state=state, log=meta_log, chunks=chunks,
@@ -166,8 +172,9 @@ class Node:
             throttle=LoginThrottle(max_failures=cfg.login_max_failures,
                                    window_s=cfg.login_window_s, backoff_s=cfg.login_backoff_s),
             metrics=metrics, collector=collector, membership=view, ring=Ring.build(view),
-            chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
-                                      view=lambda: svc.membership, replicas=cfg.replicas),
+            chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, pins, ring=lambda: svc.ring,
+                                      view=lambda: svc.membership, replicas=cfg.replicas,
+                                      hold_s=cfg.upload_hold_s),
             healer=Healer(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
                           replicas=cfg.replicas, interval_s=cfg.heal_interval_s),
             scrubber=Scrubber(chunks, lambda digest: svc.chunk_io.get(digest),
@@ -185,6 +192,10 @@ class Node:
             "blobstore_chunks_under_replicated": (
                 "Owner copies found missing by the last healing pass",
                 lambda: svc.healer.under_replicated),
+            "blobstore_chunks_hinted": ("Copies held for owners that lack them (hand-offs)",
+                                        lambda: svc.healer.hinted),
+            "blobstore_upload_holds": ("Peers' uploads whose chunks are held from the collector",
+                                       lambda: pins.holds),
             "blobstore_chunk_copies_healed": ("Chunk copies sent to owners that lacked them",
                                               lambda: svc.healer.counters["copies_sent"]),
             "blobstore_chunk_copies_dropped": ("Surplus copies dropped once owners had theirs",
@@ -255,6 +266,7 @@ class Node:
                     nursery.start_soon(coordinator.run)
                     await nursery.start(svc.collector.run)
                     await nursery.start(svc.healer.run)
+                    await nursery.start(svc.chunk_io.run)
                     await nursery.start(svc.scrubber.run)
                     if self.config.starts_alone:
                         # A one-node cluster is complete at once: be bootstrapped when ready.

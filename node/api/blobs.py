@@ -81,18 +81,20 @@ async def put_data(svc: Services) -> Response:
         check_put_conditions(await _manifest(svc, container, blob), if_match,
                              if_none_match_any)
     cfg = svc.config
-    storer = BodyStorer(svc.chunk_io, svc.pins, chunk_size=cfg.chunk_size,
-                        max_in_flight=cfg.max_chunks_in_flight,
-                        idle_timeout_s=cfg.body_idle_timeout_s)
-    try:
-        stored = await storer.store(request.body, expected, content_md5)
-        svc.metrics.bytes_in.inc(stored.size)
-        manifest = await svc.log.submit(c.PutBlob(
-            container, blob, stored.size, stored.md5_hex, content_type,
-            rfc3339(svc.clock.now()), cfg.chunk_size, tuple(d.hex() for d in stored.chunks),
-            if_match, if_none_match_any))
-    finally:
-        storer.release()
+    since = svc.state.applied_index  # before any chunk is written: see node.blobs.gc
+    with svc.chunk_io.upload() as upload:
+        storer = BodyStorer(upload, svc.pins, chunk_size=cfg.chunk_size,
+                            max_in_flight=cfg.max_chunks_in_flight,
+                            idle_timeout_s=cfg.body_idle_timeout_s)
+        try:
+            stored = await storer.store(request.body, expected, content_md5)
+            svc.metrics.bytes_in.inc(stored.size)
+            manifest = await svc.log.submit(c.PutBlob(
+                container, blob, stored.size, stored.md5_hex, content_type,
+                rfc3339(svc.clock.now()), cfg.chunk_size, tuple(d.hex() for d in stored.chunks),
+                if_match, if_none_match_any, since))
+        finally:
+            storer.release()
     assert isinstance(manifest, Manifest)
     response = json_response({"container": container, "blob": blob, "size": manifest.size,
                               "etag": manifest.etag, "last_modified": manifest.last_modified},

@@ -17,6 +17,7 @@ def _status(svc: Services) -> str:
 @endpoint("health")
 async def health(svc: Services) -> Response:
     status = svc.log.status()
+    target, required = svc.chunk_io.copies()
     return json_response({"node_id": svc.config.node_id, "status": _status(svc),
                           "coordinator": status.leader,
                           "members": len(svc.membership.live())})
@@ -27,6 +28,7 @@ async def cluster(svc: Services) -> Response:
     # Operators need this view most when there is no quorum: no read barrier here.
     require_admin(await authenticate(svc, linearizable=False))
     status = svc.log.status()
+    target, required = svc.chunk_io.copies()
     return json_response({
         "node_id": svc.config.node_id,
         "status": _status(svc),
@@ -37,15 +39,18 @@ async def cluster(svc: Services) -> Response:
                         "voters": list(status.voters), "learners": list(status.learners),
                         "match_index": status.match_index},
         "ring": {"epoch": svc.ring.epoch, "nodes": list(svc.ring.node_ids)},
-        "replicas": {"configured": svc.config.replicas,
-                     "effective": svc.config.effective_replicas},
+        "replicas": {"configured": svc.config.replicas, "effective": target,
+                     "write_quorum": required},
         "chunks": {"on_disk": svc.chunks.count, "bytes_on_disk": svc.chunks.bytes,
                    "under_replicated": svc.healer.under_replicated,
                    "being_repaired": svc.healer.in_flight,
                    "healed": svc.healer.counters["copies_sent"],
                    "surplus_dropped": svc.healer.counters["copies_dropped"],
                    "read_repairs": svc.chunk_io.counters["read_repairs"],
+                   "hinted": svc.healer.hinted,
                    "corrupt_found": svc.chunks.corrupt_found,
+                   "corrupt_repaired": svc.scrubber.counters["repaired"],
+                   "held_for_uploads": svc.pins.holds,
                    "collected": svc.collector.collected_total},
     })
 

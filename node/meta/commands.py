@@ -118,6 +118,9 @@ class PutBlob(Command):
     chunks: tuple[str, ...]
     if_match: tuple[str, ...] | None = None
     if_none_match_any: bool = False
+    #: The applied index the uploader saw before it wrote any chunk: the commit is
+    #: refused if one of the chunks was condemned by the collector after it.
+    since: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +130,26 @@ class DeleteBlob(Command):
     blob: str
 
 
+@dataclass(frozen=True, slots=True)
+class CondemnChunks(Command):
+    """The collector's claim on chunks no manifest references; the result names the ones
+    condemned (those still unreferenced when this applies).
+
+    ``horizon_s`` bounds how long an upload may run: condemnations older than that (by
+    the submitters' clocks, ``now``) are forgotten, and commits of uploads that began
+    before them are refused.
+    """
+
+    kind: ClassVar[str] = "condemn_chunks"
+    chunks: tuple[str, ...]
+    now: float
+    horizon_s: float
+
+
 COMMAND_TYPES: dict[str, type[Command]] = {
     cls.kind: cls
     for cls in (Bootstrap, CreateUser, DeleteUser, Logout, SetPassword, CreateContainer,
-                DeleteContainer, Grant, Revoke, PutBlob, DeleteBlob)
+                DeleteContainer, Grant, Revoke, PutBlob, DeleteBlob, CondemnChunks)
 }
 
 

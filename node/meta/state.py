@@ -23,8 +23,8 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from node.errors import (BlobstoreError, BlobNotFound, ContainerExists, ContainerNotEmpty,
-                         ContainerNotFound, InvalidRequest, PreconditionFailed, UserExists,
-                         UserNotFound)
+                         ContainerNotFound, InvalidRequest, PreconditionFailed, RequestTimeout,
+                         Unavailable, UserExists, UserNotFound)
 from node.meta import commands as c
 from node.meta.records import Container, Manifest, User
 from node.store.db import Connection, write_transaction
@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (container, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunk_refs (
     chunk BLOB PRIMARY KEY, refs INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS condemned (
+    chunk BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gc_marks (idx INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
 
 ViewOp = Callable[[], None]
@@ -314,6 +317,7 @@ class MetaState:
                         ops: list[ViewOp]) -> object:
         if self._container(conn, cmd.container) is None:
             raise ContainerNotFound(f"container {cmd.container!r} does not exist")
+        self._check_not_condemned(conn, cmd.since, cmd.chunks)
         old = self._manifest(conn, cmd.container, cmd.blob)
         check_put_conditions(old, cmd.if_match, cmd.if_none_match_any)
         manifest = Manifest(cmd.container, cmd.blob, cmd.size, cmd.etag, cmd.content_type,
@@ -330,6 +334,49 @@ class MetaState:
         conn.execute("UPDATE containers SET blob_count = blob_count + ?, bytes = bytes + ? "
                      "WHERE name = ?", (count_delta, bytes_delta, cmd.container))
         return manifest
+
+    def _check_not_condemned(self, conn: Connection, since: int,
+                             chunks: tuple[str, ...]) -> None:
+        """Refuse a manifest whose upload began before the collector condemned one of its
+        chunks: some copy the upload wrote may be gone (the uploader's hold lapsed)."""
+        floor = conn.execute("SELECT value FROM meta WHERE key = 'gc_floor'").fetchone()
+        if floor is not None and since < int(floor[0]):
+            raise RequestTimeout("the upload ran longer than the collector waits for uploads "
+                                 "(upload_max_s); retry it")
+        if conn.execute("SELECT 1 FROM condemned LIMIT 1").fetchone() is None:
+            return
+        for chunk in chunks:
+            row = conn.execute("SELECT idx FROM condemned WHERE chunk = ?",
+                               (bytes.fromhex(chunk),)).fetchone()
+            if row is not None and row[0] > since:
+                raise Unavailable("the collector reclaimed chunks of this upload while it ran "
+                                  "(its uploader went quiet); retry it")
+
+    def _apply_condemn_chunks(self, conn: Connection, index: int, cmd: c.CondemnChunks,
+                              ops: list[ViewOp]) -> object:
+        condemned: list[str] = []
+        for chunk_hex in cmd.chunks:
+            chunk = bytes.fromhex(chunk_hex)
+            if len(chunk) != 32:
+                raise ValueError("a chunk id is 32 bytes")
+            if conn.execute("SELECT 1 FROM chunk_refs WHERE chunk = ?", (chunk,)).fetchone():
+                continue
+            conn.execute("INSERT OR REPLACE INTO condemned VALUES (?, ?)", (chunk, index))
+            condemned.append(chunk_hex)
+        if condemned:
+            conn.execute("INSERT INTO gc_marks VALUES (?, ?)", (index, cmd.now))
+        self._advance_gc_floor(conn, cmd.now - cmd.horizon_s)
+        return tuple(condemned)
+
+    def _advance_gc_floor(self, conn: Connection, before: float) -> None:
+        """Forget condemnations made before ``before``; uploads older than them are refused."""
+        row = conn.execute("SELECT max(idx) FROM gc_marks WHERE at <= ?", (before,)).fetchone()
+        if row[0] is None:
+            return
+        floor = row[0]
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('gc_floor', ?)", (str(floor),))
+        conn.execute("DELETE FROM condemned WHERE idx <= ?", (floor,))
+        conn.execute("DELETE FROM gc_marks WHERE idx <= ?", (floor,))
 
     def _apply_delete_blob(self, conn: Connection, index: int, cmd: c.DeleteBlob,
                            ops: list[ViewOp]) -> object:

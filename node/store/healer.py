@@ -26,7 +26,7 @@ from node.errors import ChunkUnavailable, InsufficientStorage
 from node.ring.ring import Ring
 from node.rpc.peers import CallFailed, PeerNet, Refused
 from node.store.chunks import ChunkStore
-from node.store.replicated import DIGEST_BYTES
+from node.store.replicated import DIGEST_BYTES, NO_UPLOAD, put_body
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,11 @@ class Healer:
         self._interval_s = interval_s
         self._timeout_s = call_timeout_s
         self.passes = 0
-        #: Copies found missing on an owner in the last pass (the under-replication seen).
+        #: Owner copies the last pass found missing and could not send: what is still
+        #: under-replicated (a copy sent and confirmed in the pass no longer counts).
         self.under_replicated = 0
+        #: Copies here that this node does not own (hand-offs waiting for their owners).
+        self.hinted = 0
         #: Copies being sent to owners right now.
         self.in_flight = 0
         self.counters = {"copies_sent": 0, "copies_dropped": 0, "send_failed": 0}
@@ -77,7 +80,7 @@ class Healer:
         ring = self._ring()
         target = max(1, min(self._replicas, len(ring.node_ids)))
         digests = [digest for digest, _, _ in await self.local.scan()]
-        missing = 0
+        missing = hinted = 0
         for start in range(0, len(digests), BATCH):
             batch = digests[start:start + BATCH]
             owners = {d: ring.replicas_for(d, target) for d in batch}
@@ -85,18 +88,21 @@ class Healer:
             for digest in batch:
                 lacking = [n for n in owners[digest]
                            if n != self.node_id and digest not in holding.get(n, set())]
-                missing += len(lacking)
                 confirmed = 0
                 for node in lacking:
                     if await self._send(node, digest):
                         confirmed += 1
+                missing += len(lacking) - confirmed
                 mine = self.node_id in owners[digest]
                 if not mine and confirmed == len(lacking) and owners[digest]:
                     # Every owner holds a verified copy now: ours is surplus.
                     if self.local.delete_sync(digest):
                         self.counters["copies_dropped"] += 1
+                elif not mine:
+                    hinted += 1
             await trio.sleep(PAUSE_S)
         self.under_replicated = missing
+        self.hinted = hinted
         self.passes += 1
 
     async def _ask_owners(self, owners: dict[bytes, tuple[str, ...]]) -> dict[str, set[bytes]]:
@@ -126,7 +132,8 @@ class Healer:
         self.in_flight += 1
         try:
             data = await self.local.get(digest)
-            await self._peers.call(node, "chunk.put", digest + data, timeout_s=self._timeout_s)
+            await self._peers.call(node, "chunk.put", put_body(digest, NO_UPLOAD, data),
+                                   timeout_s=self._timeout_s)
         except (ChunkUnavailable, CallFailed) as exc:  # ours is bad, or they cannot take it
             self.counters["send_failed"] += 1
             log.debug("healing copy not sent", extra={"peer": node, "why": str(exc)})

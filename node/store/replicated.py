@@ -15,20 +15,29 @@ corrupt local copy is quarantined by the local store and the read moves on.
 Transfer is one ``chunk.put`` / ``chunk.get`` call per chunk over PeerNet (the
 cluster key authenticates both ends; one connection per peer is reused).
 
+An upload writes through an ``Upload`` (``upload()``): each copy it places on a
+peer is *held* there against the collector, keyed by this node and the upload's
+random id, and ``run`` renews the holds every third of ``hold_s`` while the
+upload runs (see ``node.blobs.pins``; the holds make uploads succeed, the
+commit-time check in the metadata makes them safe).
+
 An owner that had to fetch a chunk from a peer keeps the good copy (read
-repair). Not yet: hints that send handoff copies back to recovered owners, and
-the healing workers; they come with the rest of the replication issue.
+repair). Copies that went to stand-ins return to their owners through the
+healer (``node.store.healer``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 
 import trio
 
+from node.blobs.pins import ChunkPins
 from node.errors import ChunkCorrupt, ChunkUnavailable, InsufficientStorage, Unavailable
 from node.gossip.members import MembershipView, MemberState
 from node.ring.ring import Ring
@@ -38,6 +47,26 @@ from node.store.chunks import ChunkStore
 log = logging.getLogger(__name__)
 
 DIGEST_BYTES = 32
+#: Upload ids, which key the holds on peers; all zeros: a copy no upload waits for.
+UPLOAD_ID_BYTES = 16
+NO_UPLOAD = bytes(UPLOAD_ID_BYTES)
+
+
+def put_body(digest: bytes, upload: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    """A ``chunk.put`` call's body: chunk id, upload id (or ``NO_UPLOAD``), bytes."""
+    return b"".join((digest, upload, data))
+
+
+class Upload:
+    """One upload's chunk writer; remembers the peers that hold its copies."""
+
+    def __init__(self, chunks: ReplicatedChunks) -> None:
+        self._chunks = chunks
+        self.id = secrets.token_bytes(UPLOAD_ID_BYTES)
+        self.peers: set[str] = set()
+
+    async def put(self, digest: bytes, data: bytes | bytearray | memoryview) -> None:
+        await self._chunks.put(digest, data, upload=self)
 
 
 def copies_required(replicas: int, members: int, live: int) -> tuple[int, int]:
@@ -48,11 +77,13 @@ def copies_required(replicas: int, members: int, live: int) -> tuple[int, int]:
 
 
 class ReplicatedChunks:
-    def __init__(self, node_id: str, local: ChunkStore, peers: PeerNet, *,
+    def __init__(self, node_id: str, local: ChunkStore, peers: PeerNet, pins: ChunkPins, *,
                  ring: Callable[[], Ring], view: Callable[[], MembershipView],
-                 replicas: int, timeout_s: float = 30.0) -> None:
+                 replicas: int, hold_s: float, timeout_s: float = 30.0) -> None:
         self.node_id = node_id
         self.local = local
+        self._pins = pins
+        self._hold_s = hold_s
         self._peers = peers
         self._ring = ring
         self._view = view
@@ -60,17 +91,62 @@ class ReplicatedChunks:
         self._timeout_s = timeout_s
         self.counters = {"copies_sent": 0, "copies_received": 0, "remote_reads": 0,
                          "handoff_copies": 0, "write_shortfalls": 0, "copies_failed": 0,
-                         "read_repairs": 0}
+                         "read_repairs": 0, "holds_lapsed": 0}
+        self._uploads: set[Upload] = set()
         peers.on_call("chunk.put", self._serve_put)
         peers.on_call("chunk.get", self._serve_get)
+        peers.on_call("chunk.renew", self._serve_renew)
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def put(self, digest: bytes, data: bytes | bytearray | memoryview) -> None:
-        ring = self._ring()
+    def copies(self, ring: Ring | None = None) -> tuple[int, int]:
+        """(copies a chunk gets, copies a write needs) in the cluster as it is now."""
         members = sum(1 for m in self._view().members if m.state is not MemberState.LEFT)
-        target, required = copies_required(self._replicas, max(members, 1),
-                                           len(ring.node_ids))
+        return copies_required(self._replicas, max(members, 1),
+                               len((ring or self._ring()).node_ids))
+
+    @contextmanager
+    def upload(self) -> Iterator[Upload]:
+        """An upload's writer; ``run`` renews its holds on peers until the block ends."""
+        upload = Upload(self)
+        self._uploads.add(upload)
+        try:
+            yield upload
+        finally:
+            self._uploads.discard(upload)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Renew the holds of running uploads, every third of ``hold_s``: one call per peer
+        carries the ids of all the uploads it holds chunks for."""
+        task_status.started()
+        while True:
+            await trio.sleep(self._hold_s / 3)
+            by_peer: dict[str, list[bytes]] = {}
+            for upload in self._uploads:
+                for peer in upload.peers:
+                    by_peer.setdefault(peer, []).append(upload.id)
+            async with trio.open_nursery() as nursery:
+                for peer, ids in by_peer.items():
+                    nursery.start_soon(self._renew_on, peer, ids)
+
+    async def _renew_on(self, peer: str, uploads: list[bytes]) -> None:
+        try:
+            known = await self._peers.call(peer, "chunk.renew", b"".join(uploads),
+                                           timeout_s=self._hold_s / 3)
+        except CallFailed as exc:
+            log.warning("uploads' chunk holds could not be renewed",
+                        extra={"peer": peer, "why": str(exc)})
+            return
+        if known.count(0):
+            self.counters["holds_lapsed"] += known.count(0)
+            log.warning("an upload's chunk hold lapsed; its commit may be refused",
+                        extra={"peer": peer})
+
+    async def put(self, digest: bytes, data: bytes | bytearray | memoryview,
+                  upload: Upload | None = None) -> None:
+        ring = self._ring()
+        target, required = self.copies(ring)
         # Lazily: the owners, then only as much of the handoff order as failures need.
         walk = ring.preference(digest, target)
         owners = list(islice(walk, target)) or [self.node_id]
@@ -78,11 +154,11 @@ class ReplicatedChunks:
         errors: list[Exception] = []
         async with trio.open_nursery() as nursery:
             for node in owners:
-                nursery.start_soon(self._store_on, node, digest, data, stored, errors)
+                nursery.start_soon(self._store_on, node, digest, data, upload, stored, errors)
         for node in walk:  # the handoff order: stand-ins for owners that failed
             if len(stored) >= target:
                 break
-            if await self._store_on(node, digest, data, stored, errors):
+            if await self._store_on(node, digest, data, upload, stored, errors):
                 self.counters["handoff_copies"] += 1
         if len(stored) < required:
             self.counters["write_shortfalls"] += 1
@@ -92,13 +168,18 @@ class ReplicatedChunks:
                               "could be written; retry")
 
     async def _store_on(self, node: str, digest: bytes, data: bytes | bytearray | memoryview,
-                        stored: list[str], errors: list[Exception]) -> bool:
+                        upload: Upload | None, stored: list[str],
+                        errors: list[Exception]) -> bool:
         try:
             if node == self.node_id:
                 await self.local.put(digest, data)
             else:
-                await self._peers.call(node, "chunk.put", b"".join((digest, data)),
-                                       timeout_s=self._timeout_s)
+                if upload is not None:
+                    upload.peers.add(node)  # before the call: a hold may land even if it fails
+                await self._peers.call(
+                    node, "chunk.put", put_body(digest, NO_UPLOAD if upload is None
+                                                else upload.id, data),
+                    timeout_s=self._timeout_s)
                 self.counters["copies_sent"] += 1
         except (CallFailed, InsufficientStorage, OSError) as exc:
             errors.append(exc)
@@ -146,12 +227,23 @@ class ReplicatedChunks:
     # -- serving peers ---------------------------------------------------------------------
 
     async def _serve_put(self, peer: str, body: bytes) -> bytes:
-        digest, data = body[:DIGEST_BYTES], memoryview(body)[DIGEST_BYTES:]
-        if len(digest) != DIGEST_BYTES or hashlib.sha256(data).digest() != digest:
+        head = DIGEST_BYTES + UPLOAD_ID_BYTES
+        digest, upload, data = body[:DIGEST_BYTES], body[DIGEST_BYTES:head], memoryview(body)[head:]
+        if len(upload) != UPLOAD_ID_BYTES or hashlib.sha256(data).digest() != digest:
             raise Refused("the chunk does not match its digest")
+        if upload != NO_UPLOAD:  # held before it is written: the collector must not race it
+            self._pins.hold(peer, upload, digest, trio.current_time() + self._hold_s)
         await self.local.put(digest, data)
         self.counters["copies_received"] += 1
         return b""
+
+    async def _serve_renew(self, peer: str, body: bytes) -> bytes:
+        """One byte per upload id: 1 if its hold was still there (and is renewed now)."""
+        if not body or len(body) % UPLOAD_ID_BYTES:
+            raise Refused("upload ids are 16 bytes each")
+        until = trio.current_time() + self._hold_s
+        return bytes(self._pins.renew(peer, body[i:i + UPLOAD_ID_BYTES], until)
+                     for i in range(0, len(body), UPLOAD_ID_BYTES))
 
     async def _serve_get(self, peer: str, body: bytes) -> bytes:
         if len(body) != DIGEST_BYTES:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any
 
 import trio
@@ -48,8 +49,6 @@ class NodeHandle:
     async def put_blob(self, container: str, blob: str, data: bytes,
                        headers: dict[str, str], **extra: str) -> Any:
         """POST /put_data with a Content-Length, as every real HTTP client sends."""
-        from urllib.parse import urlencode
-
         query = urlencode({"container": container, "blob": blob})
         return await self.client.post(f"/put_data?{query}", data=data,
                                       headers={**headers, "Content-Length": str(len(data)),
@@ -144,5 +143,40 @@ async def cluster(tmp: Path) -> AsyncIterator[Cluster]:
         yield Cluster(tmp, stack)
 
 
-__all__ = ["ADMIN_PASSWORD", "FAST", "Cluster", "ManualClock", "NodeHandle", "cluster",
-           "eventually", "leader_of", "running_node", "status"]
+#: Small chunks, so small test blobs still have several.
+CHUNK = 64 * 1024
+
+
+def holders(nodes: dict[str, NodeHandle], digest: bytes) -> set[str]:
+    """The nodes with a chunk file for ``digest`` on disk."""
+    return {name for name, h in nodes.items() if h.services.chunks.path_for(digest).exists()}
+
+
+async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str) -> bytes:
+    """A blob's bytes through ``h``; anything but 200 fails the test."""
+    answer = await h.client.get(f"/get_data?{urlencode({'container': container, 'blob': blob})}",
+                                headers=headers)
+    data = await answer.get_data(as_text=False)
+    assert answer.status_code == 200, (h.node.config.node_id, data)
+    return data
+
+
+async def started(c: Cluster, n: int, container: str,
+                  **overrides: Any) -> tuple[NodeHandle, dict[str, str]]:
+    """``n`` nodes (64 KiB chunks, R=3), all voters and in every ring; n1, an admin's
+    headers, and a new container."""
+    for i in range(1, n + 1):
+        await c.start(f"n{i}", **{"chunk_size": CHUNK, "replicas": 3, **overrides})
+    first = c.nodes["n1"]
+    await eventually(f"{n} voters, {n} in every ring", lambda: len(
+        first.services.log.status().voters) == min(n, 5) and all(
+        len(h.services.ring.node_ids) == n for h in c.live()), 30.0)
+    headers = await first.admin_headers()
+    answer = await first.client.post("/create_container", json={"container": container},
+                                     headers=headers)
+    assert answer.status_code == 201
+    return first, headers
+
+
+__all__ = ["ADMIN_PASSWORD", "CHUNK", "FAST", "Cluster", "ManualClock", "NodeHandle", "cluster",
+           "eventually", "get", "holders", "leader_of", "running_node", "started", "status"]

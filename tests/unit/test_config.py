@@ -394,15 +394,6 @@ def test_single_node_needs_no_cluster_key(tmp_path: Path) -> None:
     assert load_config(required(tmp_path), {}).cluster_key is None
 
 
-@pytest.mark.parametrize(("replicas", "expect", "effective"), [
-    (3, 1, 1), (3, 2, 2), (3, 3, 3), (3, 5, 3), (1, 5, 1), (16, 1000, 16), (5, 4, 4),
-])
-def test_effective_replicas(tmp_path: Path, replicas: int, expect: int,
-                            effective: int) -> None:
-    cfg = config_for_tests(tmp_path, replicas=replicas, bootstrap_expect=expect)
-    assert cfg.effective_replicas == effective
-
-
 def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = config_for_tests(tmp_path)
     with pytest.raises(AttributeError):

@@ -132,6 +132,11 @@ async def test_cluster_reports_replica_counts(node: NodeHandle, admin: Headers) 
     chunks = body["chunks"]
     assert type(chunks["under_replicated"]) is int and chunks["under_replicated"] >= 0
     assert type(chunks["being_repaired"]) is int and chunks["being_repaired"] >= 0
+    for counter in ("hinted", "corrupt_found", "corrupt_repaired", "held_for_uploads",
+                    "collected", "healed", "surplus_dropped", "read_repairs"):
+        assert chunks[counter] == 0, counter
+    # A single node: one copy, and a write needs that one.
+    assert body["replicas"] == {"configured": 3, "effective": 1, "write_quorum": 1}
 
 
 async def test_cluster_advertises_the_http_address_the_node_listens_on(

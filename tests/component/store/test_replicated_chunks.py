@@ -7,41 +7,11 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
 
 import trio
 
-from node.testing.inprocess import Cluster, NodeHandle, cluster, eventually
+from node.testing.inprocess import CHUNK, cluster, eventually, get, holders, started
 from node.store.replicated import copies_required
-
-CHUNK = 64 * 1024
-
-
-def holders(nodes: dict[str, NodeHandle], digest: bytes) -> set[str]:
-    return {name for name, h in nodes.items() if h.services.chunks.path_for(digest).exists()}
-
-
-async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str) -> bytes:
-    answer = await h.client.get(f"/get_data?{urlencode({'container': container, 'blob': blob})}",
-                                headers=headers)
-    assert answer.status_code == 200, (h.node.config.node_id, await answer.get_data())
-    return bytes(await answer.get_data())
-
-
-async def started(c: Cluster, n: int, container: str) -> tuple[NodeHandle, dict[str, str]]:
-    """``n`` nodes (64 KiB chunks, R=3), all voters and in every ring; n1, an admin's
-    headers, and a new container."""
-    for i in range(1, n + 1):
-        await c.start(f"n{i}", chunk_size=CHUNK, replicas=3)
-    first = c.nodes["n1"]
-    await eventually(f"{n} voters, {n} in every ring", lambda: len(
-        first.services.log.status().voters) == min(n, 5) and all(
-        len(h.services.ring.node_ids) == n for h in c.live()), 30.0)
-    headers = await first.admin_headers()
-    answer = await first.client.post("/create_container", json={"container": container},
-                                     headers=headers)
-    assert answer.status_code == 201
-    return first, headers
 
 
 def test_copies_required_follow_api_md() -> None:
@@ -123,6 +93,11 @@ async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_
         stand_in = next(n for n in ring.handoffs(digest, 3) if n != "n5")
         assert holders(c.nodes, digest) == owners | {stand_in}
         assert first.services.chunk_io.counters["handoff_copies"] == 1
+        # The stand-in keeps it as a hint while its owner cannot take it back.
+        healer = c.nodes[stand_in].services.healer
+        await healer.heal_once()
+        assert (healer.hinted, healer.under_replicated) == (1, 1)
+        assert holders(c.nodes, digest) == owners | {stand_in}
 
 
 async def test_after_crashes_every_chunk_is_back_to_three_copies_and_after_restarts_to_exactly_three(

@@ -8,6 +8,7 @@ import trio.testing
 from node.blobs.gc import BATCH, ChunkCollector
 from node.blobs.pins import ChunkPins
 from node.clock import ManualClock
+from node.errors import Unavailable
 
 GRACE = 3600.0
 
@@ -38,22 +39,31 @@ class MemoryStore:
 
 
 class Metadata:
-    """The unreferenced query; ``gate`` lets a test act while the query is in flight."""
+    """The local unreferenced filter and the coordinator's condemnation; ``gate`` lets a
+    test act while a condemnation is in flight."""
 
     def __init__(self) -> None:
         self.referenced: set[bytes] = set()
         self.calls: list[list[bytes]] = []
+        self.condemned: list[list[bytes]] = []
         self.entered = trio.Event()
         self.gate: trio.Event | None = None
 
     async def unreferenced(self, chunks: list[bytes]) -> list[bytes]:
         self.calls.append(list(chunks))
+        await trio.lowlevel.checkpoint()
+        return [c for c in chunks if c not in self.referenced]
+
+    async def condemn(self, chunks: list[bytes]) -> list[bytes]:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         else:
             await trio.lowlevel.checkpoint()
-        return [c for c in chunks if c not in self.referenced]
+        # Like the state machine: what is referenced when the command applies is spared.
+        condemned = [c for c in chunks if c not in self.referenced]
+        self.condemned.append(condemned)
+        return condemned
 
 
 class Fixture:
@@ -62,7 +72,8 @@ class Fixture:
         self.store = MemoryStore()
         self.meta = Metadata()
         self.pins = ChunkPins()
-        self.collector = ChunkCollector(self.store, self.meta.unreferenced, self.pins,
+        self.collector = ChunkCollector(self.store, self.meta.unreferenced, self.meta.condemn,
+                                        self.pins,
                                         self.clock, grace_s=GRACE, interval_s=60.0)
 
     def old(self, n: int, size: int = 100) -> bytes:
@@ -187,9 +198,11 @@ async def test_chunk_pinned_and_unpinned_during_the_query_is_kept() -> None:
 async def test_download_unpinning_during_the_query_keeps_the_chunk_this_pass() -> None:
     f = Fixture()
     chunk = f.old(1)
+    f.old(2)
     f.pins.pin(chunk)  # a download in flight
     deleted = await upload_during_query(f, lambda: f.pins.unpin(chunk))
-    assert deleted == 0 and chunk in f.store.chunks
+    assert deleted == 1 and chunk in f.store.chunks
+    assert f.meta.condemned == [[d(2)]], "a pinned chunk is not even condemned"
     # Nothing refers to it any more, and nothing touched it during this pass: collected.
     assert await f.collector.collect_once() == 1
     assert chunk not in f.store.chunks
@@ -244,3 +257,56 @@ async def test_run_repeats_and_survives_os_errors(
     assert f.store.scans == 3
     assert f.store.chunks == {}
     assert f.collector.collected_total == 1
+
+
+async def test_chunk_held_for_a_peers_upload_is_kept_until_the_hold_lapses() -> None:
+    f = Fixture()
+    held = f.old(1)
+    now = trio.current_time()
+    f.pins.hold("peer", b"u" * 16, held, until=now + 1000.0)
+    assert await f.collector.collect_once() == 0
+    assert f.meta.condemned == [], "not even condemned while held"
+    f.pins.expire(now + 2000.0)
+    assert await f.collector.collect_once() == 1
+
+
+async def test_chunk_written_by_a_peer_during_the_condemnation_is_kept() -> None:
+    """The condemnation is committed, but a peer's upload wrote the chunk meanwhile: its
+    hold touched the chunk during the step, so the delete is skipped (the upload began
+    after the condemnation, so its commit will be accepted)."""
+    f = Fixture()
+    chunk = f.old(1)
+    f.old(2)
+    deleted = await upload_during_query(
+        f, lambda: f.pins.hold("peer", b"u" * 16, chunk, until=trio.current_time() - 1))
+    assert deleted == 1
+    assert chunk in f.store.chunks
+
+
+async def test_a_commit_landing_before_the_condemnation_spares_the_chunk() -> None:
+    f = Fixture()
+    chunk = f.old(1)
+    deleted = await upload_during_query(f, lambda: f.meta.referenced.add(chunk))
+    assert deleted == 0 and chunk in f.store.chunks
+
+
+async def test_run_survives_a_cluster_without_quorum(
+        autojump_clock: trio.testing.MockClock) -> None:
+    f = Fixture()
+    f.old(1)
+    calls = 0
+    condemn = f.meta.condemn
+
+    async def no_quorum(chunks: list[bytes]) -> list[bytes]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("no coordinator could commit the write in time")
+        return await condemn(chunks)
+
+    f.collector._condemn = no_quorum
+    async with trio.open_nursery() as nursery:
+        await nursery.start(f.collector.run)
+        await trio.sleep(60.0 * 2 + 30)
+        nursery.cancel_scope.cancel()
+    assert calls == 2 and f.store.chunks == {}

@@ -287,7 +287,7 @@ async def test_pins_held_until_release() -> None:
     data = bytes(range(12))
     stored = await s.store(body_of([data]), 12, None)
     assert len(pins) == 3
-    pins.begin_step()
+    pins.begin_step(0.0)
     assert not any(pins.collectable(d) for d in stored.chunks)
     s.release()
     assert len(pins) == 0 and s.held == []
@@ -301,7 +301,7 @@ async def test_pins_are_taken_before_the_write() -> None:
 
     class Checking(MemoryWriter):
         async def put(self, digest: bytes, data: bytes | bytearray | memoryview) -> None:
-            pins.begin_step()
+            pins.begin_step(0.0)
             seen.append(not pins.collectable(digest))
             await super().put(digest, data)
 

@@ -34,14 +34,16 @@ SAMPLES: list[c.Command] = [
     c.PutBlob(container="photos", blob="b", size=1, etag="x", content_type="text/plain",
               now="t", chunk_size=4, chunks=("33" * 32,), if_match=("*",)),
     c.PutBlob(container="photos", blob="b", size=1, etag="x", content_type="text/plain",
-              now="t", chunk_size=4, chunks=("33" * 32,), if_none_match_any=True),
+              now="t", chunk_size=4, chunks=("33" * 32,), if_none_match_any=True, since=41),
     c.DeleteBlob(container="photos", blob="b"),
+    c.CondemnChunks(chunks=("44" * 32, "55" * 32), now=1764000000.25, horizon_s=86400.0),
+    c.CondemnChunks(chunks=(), now=0.0, horizon_s=60.0),
 ]
 
 
 def test_samples_cover_every_command_type() -> None:
     assert {type(s) for s in SAMPLES} == set(c.COMMAND_TYPES.values())
-    assert len(c.COMMAND_TYPES) == 11
+    assert len(c.COMMAND_TYPES) == 12
 
 
 @pytest.mark.parametrize("command", SAMPLES, ids=lambda s: type(s).__name__)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from node.errors import (BlobNotFound, BlobstoreError, ContainerExists, ContainerNotEmpty,
-                         ContainerNotFound, InvalidRequest, PreconditionFailed, UserExists,
-                         UserNotFound)
+                         ContainerNotFound, InvalidRequest, PreconditionFailed, RequestTimeout,
+                         Unavailable, UserExists, UserNotFound)
 from node.meta import commands as c
 from node.meta.queries import container_stats, get_manifest, unreferenced
 from node.meta.records import Container, Manifest, User
@@ -411,6 +411,66 @@ async def test_manifest_version_is_the_index(ready: Meta) -> None:
     assert (first.version, second.version) == (5, 6)
 
 
+# -- the collector's condemnations ---------------------------------------------------------
+
+DAY = 86400.0
+
+
+def condemn(chunks: list[int], now: float = 1000.0, horizon_s: float = DAY) -> c.CondemnChunks:
+    return c.CondemnChunks(chunks=tuple(chunk(n) for n in chunks), now=now, horizon_s=horizon_s)
+
+
+async def test_condemn_takes_only_unreferenced_chunks(ready: Meta) -> None:
+    await ready.one(put("c", "a", [1, 2]))
+    assert await ready.one(condemn([1, 3, 4])) == (chunk(3), chunk(4))
+    tables = await ready.dump()
+    assert sorted(tables["condemned"]) == [(raw(3), 6), (raw(4), 6)]
+    assert await ready.one(condemn([1, 2])) == ()
+
+
+async def test_commit_racing_the_collector_is_refused(ready: Meta) -> None:
+    """An upload noted index 4 and wrote chunk 7; the collector condemned it (index 5)
+    because its hold had lapsed; the copy may be gone, so the manifest must not commit."""
+    since = ready.state.applied_index
+    assert await ready.one(condemn([7])) == (chunk(7),)
+    refused = await ready.one(put("c", "late", [1, 7], since=since))
+    assert isinstance(refused, Unavailable)
+    assert await ready.unreferenced([1, 7]) == [1, 7], "nothing of it was applied"
+    # An upload that began after the condemnation wrote its copies after it: accepted.
+    accepted = await ready.one(put("c", "late", [1, 7], since=ready.state.applied_index))
+    assert isinstance(accepted, Manifest)
+    assert await ready.one(condemn([7])) == (), "referenced now"
+
+
+async def test_a_commit_before_the_condemnation_wins(ready: Meta) -> None:
+    since = ready.state.applied_index
+    assert isinstance(await ready.one(put("c", "a", [7], since=since)), Manifest)
+    assert await ready.one(condemn([7])) == ()
+    assert await ready.unreferenced([7]) == []
+
+
+async def test_condemnations_older_than_the_horizon_are_forgotten(ready: Meta) -> None:
+    old_upload = ready.state.applied_index
+    await ready.one(condemn([7], now=1000.0))
+    await ready.one(condemn([8], now=1000.0 + DAY / 2))
+    mark = ready.state.applied_index
+    await ready.one(condemn([], now=1000.0 + DAY + 1))  # the first mark is a day old now
+    tables = await ready.dump()
+    assert [row[0] for row in tables["condemned"]] == [raw(8)]
+    # An upload older than the forgotten condemnation is refused outright ...
+    refused = await ready.one(put("c", "a", [9], since=old_upload))
+    assert isinstance(refused, RequestTimeout)
+    # ... one that began after it is judged by the condemnations that are left.
+    assert isinstance(await ready.one(put("c", "a", [8], since=mark - 1)), Unavailable)
+    assert isinstance(await ready.one(put("c", "a", [8, 7], since=mark)), Manifest)
+
+
+async def test_malformed_condemnation_is_refused_whole(ready: Meta) -> None:
+    bad = c.CondemnChunks(chunks=(chunk(3), "abcd"), now=1.0, horizon_s=DAY)
+    assert isinstance(await ready.one(bad), InvalidRequest)
+    assert (await ready.dump())["condemned"] == []
+
+
 # -- batches, indexes, recovery ------------------------------------------------------------
 
 
@@ -581,8 +641,12 @@ def random_commands(rng: random.Random, count: int) -> list[c.Command]:
                 kw["if_none_match_any"] = True
             if rng.random() < 0.2:
                 kw["if_match"] = tuple(rng.sample(["e0", "e1", "e2", "*"], rng.randint(1, 2)))
+            kw["since"] = rng.randint(0, len(commands))
             commands.append(put(container, rng.choice(BLOBS), chunks, size=rng.randint(0, 20),
                                 etag=f"e{rng.randint(0, 2)}", **kw))
+        elif roll < 0.85:
+            commands.append(condemn([rng.randint(0, 6) for _ in range(rng.randint(0, 3))],
+                                    now=float(len(commands)), horizon_s=20.0))
         elif roll < 0.97:
             commands.append(c.DeleteBlob(container=container, blob=rng.choice(BLOBS)))
         else:
