@@ -49,8 +49,14 @@ def _subkey(cluster_key: bytes) -> bytes:
     return hmac.new(cluster_key, _LABEL, hashlib.sha256).digest()
 
 
-def _mac(key: bytes, *parts: bytes) -> bytes:
-    return hmac.new(key, b"".join(parts), hashlib.sha256).digest()[:MAC_BYTES]
+Buffer = bytes | bytearray | memoryview
+
+
+def _mac(key: bytes, *parts: Buffer) -> bytes:
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()[:MAC_BYTES]
 
 
 class _Buffered:
@@ -61,17 +67,35 @@ class _Buffered:
         self.buffer = bytearray(initial)
 
     async def exactly(self, size: int) -> bytes:
+        if size >= COPY_BELOW and len(self.buffer) < size:
+            return await self._large(size)
         while len(self.buffer) < size:
-            try:
-                data = await self.stream.receive_some(max(65536, size - len(self.buffer)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ChannelError("the stream broke") from exc
-            if not data:
-                raise ChannelError("the peer closed the stream mid-frame")
-            self.buffer += data
+            self.buffer += await self._some(max(65536, size - len(self.buffer)))
         out = bytes(self.buffer[:size])
         del self.buffer[:size]
         return out
+
+    async def _large(self, size: int) -> bytes:
+        """A chunk-sized read: received straight into its own buffer, one copy in all."""
+        out = bytearray(size)
+        view = memoryview(out)
+        filled = len(self.buffer)
+        view[:filled] = self.buffer
+        self.buffer.clear()
+        while filled < size:
+            data = await self._some(size - filled)
+            view[filled:filled + len(data)] = data
+            filled += len(data)
+        return out  # type: ignore[return-value]  # bytes-like; callers only slice and hash
+
+    async def _some(self, max_bytes: int) -> bytes | bytearray:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ChannelError("the stream broke") from exc
+        if not data:
+            raise ChannelError("the peer closed the stream mid-frame")
+        return data
 
 
 class Channel:
@@ -89,19 +113,23 @@ class Channel:
         self._max = max_frame_bytes
         self._send_lock = trio.Lock()
 
-    async def send(self, body: bytes) -> None:
-        if len(body) > self._max:
-            raise ValueError(f"frame of {len(body)} bytes exceeds {self._max}")
+    async def send(self, *parts: Buffer) -> None:
+        """One frame: the parts, concatenated (a chunk is passed as a part of its own, so
+        it is never copied into a frame buffer)."""
+        size = sum(len(part) for part in parts)
+        if size > self._max:
+            raise ValueError(f"frame of {size} bytes exceeds {self._max}")
         async with self._send_lock:
-            mac = _mac(self._session, self._out_dir, self._sent.to_bytes(8, "big"), body)
+            mac = _mac(self._session, self._out_dir, self._sent.to_bytes(8, "big"), *parts)
             self._sent += 1
-            head = len(body).to_bytes(4, "big")
+            head = size.to_bytes(4, "big")
             try:
-                if len(body) < COPY_BELOW:
-                    await self.stream.send_all(head + body + mac)  # one write for small frames
-                else:  # a chunk: three writes rather than one more copy of megabytes
-                    for part in (head, body, mac):
-                        await self.stream.send_all(part)
+                if size < COPY_BELOW:  # one write for small frames
+                    await self.stream.send_all(b"".join((head, *parts, mac)))
+                else:  # a chunk: a write per part rather than one more copy of megabytes
+                    for part in (head, *parts, mac):
+                        if part:
+                            await self.stream.send_all(part)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ChannelError("the stream broke") from exc
 

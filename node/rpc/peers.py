@@ -24,13 +24,18 @@ from dataclasses import dataclass, field
 import trio
 
 from node.net.transport import Transport, TransportError
-from node.rpc.channel import (DEFAULT_MAX_FRAME, Channel, ChannelError, accept_channel,
-                              connect_channel)
+from node.rpc.channel import (DEFAULT_MAX_FRAME, Buffer, Channel, ChannelError,
+                              accept_channel, connect_channel)
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
 CallHandler = Callable[[str, bytes], Awaitable[bytes]]
+
+#: A call's body: one buffer, or parts sent one after another without being joined.
+Body = Buffer | tuple[Buffer, ...]
+#: A queued frame: its parts (the first holds the kind, call id and topic).
+Frame = tuple[Buffer, ...]
 
 QUEUE_FRAMES = 1024
 CONNECT_TIMEOUT_S = 2.0
@@ -58,8 +63,8 @@ class Refused(Exception):
 @dataclass
 class _Peer:
     address: str
-    send: trio.MemorySendChannel[bytes]
-    receive: trio.MemoryReceiveChannel[bytes]
+    send: trio.MemorySendChannel[Frame]
+    receive: trio.MemoryReceiveChannel[Frame]
     channel: Channel | None = None
     down_until: float = 0.0
     calls: dict[int, tuple[trio.Event, list[bytes | BaseException]]] = field(
@@ -97,6 +102,7 @@ class PeerNet:
         self._peers: dict[str, _Peer] = {}
         self._messages: dict[str, MessageHandler] = {}
         self._calls: dict[str, CallHandler] = {}
+        self._raw: set[str] = set()
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self.counters = {"sent": 0, "dropped": 0, "received": 0, "rejected": 0}
@@ -104,8 +110,12 @@ class PeerNet:
     def on_message(self, topic: str, handler: MessageHandler) -> None:
         self._messages[topic] = handler
 
-    def on_call(self, topic: str, handler: CallHandler) -> None:
+    def on_call(self, topic: str, handler: CallHandler, *, raw: bool = False) -> None:
+        """``raw``: the handler takes the body as received (a ``bytearray`` for large frames,
+        which saves a chunk-sized copy); otherwise it gets ``bytes``."""
         self._calls[topic] = handler
+        if raw:
+            self._raw.add(topic)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -121,9 +131,10 @@ class PeerNet:
 
     def send(self, peer_id: str, topic: str, body: bytes) -> bool:
         """Queue a one-way message; False if it was dropped (peer unknown, down or slow)."""
-        return self._enqueue(peer_id, b"M" + _topic(topic) + body)
+        return self._enqueue(peer_id, (b"M" + _topic(topic), body))
 
-    async def call(self, peer_id: str, topic: str, body: bytes, *, timeout_s: float) -> bytes:
+    async def call(self, peer_id: str, topic: str, body: Body, *, timeout_s: float) -> bytes:
+        """``body`` may be a tuple of parts (a chunk with its header), sent without joining."""
         call_id = next(self._ids)
         peer = self._peer(peer_id)
         if peer is None:
@@ -132,8 +143,9 @@ class PeerNet:
         box: list[bytes | BaseException] = []
         peer.calls[call_id] = (done, box)
         try:
-            if not self._enqueue(peer_id, b"Q" + call_id.to_bytes(8, "big") + _topic(topic)
-                                 + body):
+            head = b"Q" + call_id.to_bytes(8, "big") + _topic(topic)
+            if not self._enqueue(peer_id, (head, *body) if isinstance(body, tuple)
+                                 else (head, body)):
                 raise CallNotSent(f"{peer_id} is unreachable")
             with trio.move_on_after(timeout_s):
                 await done.wait()
@@ -156,12 +168,12 @@ class PeerNet:
                 return None
             if peer is not None:
                 peer.send.close()
-            send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
+            send, receive = trio.open_memory_channel[Frame](QUEUE_FRAMES)
             peer = self._peers[peer_id] = _Peer(address, send, receive)
             self._nursery.start_soon(self._sender, peer_id, peer)
         return peer
 
-    def _enqueue(self, peer_id: str, frame: bytes) -> bool:
+    def _enqueue(self, peer_id: str, frame: Frame) -> bool:
         peer = self._peer(peer_id)
         if peer is None or trio.current_time() < peer.down_until:
             self.counters["dropped"] += 1
@@ -177,7 +189,8 @@ class PeerNet:
         try:
             async with peer.receive:
                 async for frame in peer.receive:
-                    call_id = int.from_bytes(frame[1:9], "big") if frame[:1] == b"Q" else 0
+                    head = frame[0]
+                    call_id = int.from_bytes(head[1:9], "big") if head[:1] == b"Q" else 0
                     channel = peer.channel or await self._connect(peer_id, peer)
                     if channel is None:
                         self.counters["dropped"] += 1
@@ -186,7 +199,7 @@ class PeerNet:
                     if call_id:
                         peer.sent_on[call_id] = channel
                     try:
-                        await channel.send(frame)
+                        await channel.send(*frame)
                         self.counters["sent"] += 1
                     except ChannelError:
                         peer.channel = None
@@ -228,7 +241,7 @@ class PeerNet:
                 if frame[:1] == b"A" and len(frame) >= 10:
                     text = frame[10:].decode(errors="replace")
                     peer.settle(int.from_bytes(frame[1:9], "big"),
-                                frame[10:] if frame[9] == 0 else CallRefused(text)
+                                bytes(frame[10:]) if frame[9] == 0 else CallRefused(text)
                                 if frame[9] == 2 else CallFailed(text))
         except ChannelError:
             pass
@@ -277,23 +290,26 @@ class PeerNet:
             topic, pos = _split_topic(frame, 1)
             handler = self._messages.get(topic)
             if handler is not None:
-                handler(channel.peer, frame[pos:])
+                handler(channel.peer, bytes(frame[pos:]))
         elif kind == b"Q":
             call_id = frame[1:9]
             topic, pos = _split_topic(frame, 9)
-            nursery.start_soon(self._answer, channel, call_id, topic, frame[pos:])
+            body = frame[pos:]
+            if topic not in self._raw and not isinstance(body, bytes):
+                body = bytes(body)
+            nursery.start_soon(self._answer, channel, call_id, topic, body)
 
     async def _answer(self, channel: Channel, call_id: bytes, topic: str, body: bytes) -> None:
         handler = self._calls.get(topic)
         try:
             if handler is None:
                 raise Refused(f"no handler for {topic!r}")
-            answer = b"A" + call_id + b"\x00" + await handler(channel.peer, body)
+            answer = (b"A" + call_id + b"\x00", await handler(channel.peer, body))
         except Refused as exc:
-            answer = b"A" + call_id + b"\x02" + str(exc).encode()[:1000]
+            answer = (b"A" + call_id + b"\x02", str(exc).encode()[:1000])
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the caller as text
-            answer = b"A" + call_id + b"\x01" + str(exc).encode()[:1000]
+            answer = (b"A" + call_id + b"\x01", str(exc).encode()[:1000])
         try:
-            await channel.send(answer)
+            await channel.send(*answer)
         except ChannelError:
             pass

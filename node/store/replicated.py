@@ -52,9 +52,11 @@ UPLOAD_ID_BYTES = 16
 NO_UPLOAD = bytes(UPLOAD_ID_BYTES)
 
 
-def put_body(digest: bytes, upload: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """A ``chunk.put`` call's body: chunk id, upload id (or ``NO_UPLOAD``), bytes."""
-    return b"".join((digest, upload, data))
+def put_body(digest: bytes, upload: bytes,
+             data: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview]:
+    """A ``chunk.put`` call's body: chunk id, upload id (or ``NO_UPLOAD``), bytes; in two
+    parts, so the chunk is sent from the caller's buffer, not copied into a frame."""
+    return digest + upload, data
 
 
 class Upload:
@@ -93,7 +95,7 @@ class ReplicatedChunks:
                          "handoff_copies": 0, "write_shortfalls": 0, "copies_failed": 0,
                          "read_repairs": 0, "holds_lapsed": 0}
         self._uploads: set[Upload] = set()
-        peers.on_call("chunk.put", self._serve_put)
+        peers.on_call("chunk.put", self._serve_put, raw=True)
         peers.on_call("chunk.get", self._serve_get)
         peers.on_call("chunk.renew", self._serve_renew)
 
@@ -227,8 +229,9 @@ class ReplicatedChunks:
     # -- serving peers ---------------------------------------------------------------------
 
     async def _serve_put(self, peer: str, body: bytes) -> bytes:
-        head = DIGEST_BYTES + UPLOAD_ID_BYTES
-        digest, upload, data = body[:DIGEST_BYTES], body[DIGEST_BYTES:head], memoryview(body)[head:]
+        head = DIGEST_BYTES + UPLOAD_ID_BYTES  # the body may be a bytearray (a raw handler)
+        digest, upload = bytes(body[:DIGEST_BYTES]), bytes(body[DIGEST_BYTES:head])
+        data = memoryview(body)[head:]
         if len(upload) != UPLOAD_ID_BYTES or hashlib.sha256(data).digest() != digest:
             raise Refused("the chunk does not match its digest")
         if upload != NO_UPLOAD:  # held before it is written: the collector must not race it

@@ -52,6 +52,21 @@ async def test_frames_flow_both_ways_in_order() -> None:
     assert await s.receive() is None
 
 
+async def test_a_frame_in_parts_arrives_whole_small_or_chunk_sized() -> None:
+    """Parts are the sender's scatter list: a chunk goes out of its own buffer, unjoined,
+    and the receiver sees one frame, read straight into one buffer when it is large."""
+    c, s = await pair()
+    assert isinstance(c, Channel) and isinstance(s, Channel)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    for parts in ((b"head", b"", b"tail"), (b"Q" * 9, b"id" * 24, memoryview(chunk)),
+                  (bytearray(b"x"), chunk[:70_000]), (chunk,)):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.send, *parts)
+            assert await s.receive() == b"".join(parts)
+    await c.aclose()
+    assert await s.receive() is None
+
+
 @pytest.mark.parametrize("wrong", ["client", "server"])
 async def test_a_peer_without_the_key_is_refused(wrong: str) -> None:
     other = b"another-key-0123456789"
