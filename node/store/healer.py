@@ -4,7 +4,8 @@ After every ring change (and every ``interval_s`` as a backstop) the healer
 walks the chunks on this node's disk. For each one it asks the owners
 (``chunk.check``, in batches) whether they hold a *verified* copy, sends the
 chunk to those that do not, and, when this node is not an owner itself and
-every owner has confirmed its copy, deletes the local one. This one loop
+every owner has confirmed its copy, deletes the local one. Of the owners that
+hold a copy, only the first in preference order sends it. This one loop
 covers re-replication after a node dies, hand-off copies going back to an
 owner that recovered (hints), and rebalancing when a node joins.
 
@@ -36,6 +37,9 @@ BATCH = 256
 PAUSE_S = 0.01
 #: How often the ring epoch is looked at.
 WATCH_S = 0.5
+#: First pause before a pass that left work to others (or to a peer's recovery) looks
+#: again; it doubles up to ``interval_s`` while work stays pending.
+RETRY_S = 1.0
 
 
 class Healer:
@@ -55,6 +59,8 @@ class Healer:
         self.under_replicated = 0
         #: Copies here that this node does not own (hand-offs waiting for their owners).
         self.hinted = 0
+        #: The last pass left copies to send or drop (another owner's send, a peer down).
+        self.pending = False
         #: Copies being sent to owners right now.
         self.in_flight = 0
         self.counters = {"copies_sent": 0, "copies_dropped": 0, "send_failed": 0}
@@ -65,15 +71,24 @@ class Healer:
         task_status.started()
         epoch = -1
         next_pass = 0.0
+        retry_s = RETRY_S
         while True:
             ring = self._ring()
+            if ring.epoch != epoch:
+                retry_s = RETRY_S
             if ring.epoch != epoch or trio.current_time() >= next_pass:
                 epoch = ring.epoch
-                next_pass = trio.current_time() + self._interval_s
                 try:
                     await self.heal_once()
                 except (OSError, InsufficientStorage) as exc:
                     log.warning("healing pass failed", extra={"why": str(exc)})
+                    self.pending = True
+                if self.pending:  # copies still to drop or send: look again soon
+                    next_pass = trio.current_time() + min(retry_s, self._interval_s)
+                    retry_s *= 2
+                else:
+                    next_pass = trio.current_time() + self._interval_s
+                    retry_s = RETRY_S
             await trio.sleep(WATCH_S)
 
     async def heal_once(self) -> None:
@@ -89,10 +104,11 @@ class Healer:
                 lacking = [n for n in owners[digest]
                            if n != self.node_id and digest not in holding.get(n, set())]
                 confirmed = 0
-                for node in lacking:
-                    if await self._send(node, digest):
-                        confirmed += 1
-                missing += len(lacking) - confirmed
+                if lacking and self._sends(owners[digest], holding, digest):
+                    for node in lacking:
+                        if await self._send(node, digest):
+                            confirmed += 1
+                    missing += len(lacking) - confirmed
                 mine = self.node_id in owners[digest]
                 if not mine and confirmed == len(lacking) and owners[digest]:
                     # Every owner holds a verified copy now: ours is surplus.
@@ -103,7 +119,18 @@ class Healer:
             await trio.sleep(PAUSE_S)
         self.under_replicated = missing
         self.hinted = hinted
+        self.pending = bool(missing or hinted)
         self.passes += 1
+
+    def _sends(self, owners: tuple[str, ...], holding: dict[str, set[bytes]],
+               digest: bytes) -> bool:
+        """Whether this node sends the chunk to the owners that lack it: the first owner (in
+        preference order) with a copy does, so survivors do not all send the same copy; if
+        no owner has one, every node that holds a copy does."""
+        for node in owners:
+            if node == self.node_id or digest in holding.get(node, set()):
+                return node == self.node_id
+        return True
 
     async def _ask_owners(self, owners: dict[bytes, tuple[str, ...]]) -> dict[str, set[bytes]]:
         """For each remote owner: which of its chunks it holds verified (none if it does not

@@ -39,6 +39,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 READY_FILE = "node.ready"
+#: Where a node keeps its chunk files, under its data dir: ``<hex[0:2]>/<hex>``.
+CHUNK_DIR = Path("store") / "chunks"
 DEFAULT_ADMIN_PASSWORD = "e2e-admin-password"
 DEV_ADMIN_PASSWORD = "admin-dev-password"
 #: Cheap password hashing, so logins cost milliseconds instead of a second.
@@ -282,6 +284,15 @@ class NodeProcess:
         """The current resident set size (VmRSS), in KiB."""
         return self._proc_status("VmRSS")
 
+    def chunk_ids(self) -> set[str]:
+        """The hex names of the chunk files in this node's store (names only: nothing is
+        read or hashed; cheap enough to poll). Works whether or not the node runs."""
+        return chunk_ids_in(self.data_dir)
+
+    def chunk_path(self, hex_id: str) -> Path:
+        """Where this node keeps the chunk named ``hex_id``."""
+        return self.data_dir / CHUNK_DIR / hex_id[:2] / hex_id
+
     def log_text(self) -> str:
         """Everything the node wrote to stdout and stderr, across all its starts."""
         if self._log_file is not None:
@@ -341,6 +352,26 @@ class NodeProcess:
         return str(answer["token"])
 
 
+def chunk_ids_in(data_dir: Path) -> set[str]:
+    """The hex names of the chunk files under ``data_dir`` (see node.store.chunks)."""
+    found: set[str] = set()
+    try:
+        with os.scandir(data_dir / CHUNK_DIR) as it:
+            tops = list(it)
+    except FileNotFoundError:
+        return found
+    for top in tops:
+        if len(top.name) != 2 or not top.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with os.scandir(top.path) as entries:
+                found.update(e.name for e in entries
+                             if len(e.name) == 64 and e.name.startswith(top.name))
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
@@ -349,5 +380,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-__all__ = ["CHEAP_ARGON2", "DEFAULT_ADMIN_PASSWORD", "DEV_ADMIN_PASSWORD", "NodeProcess",
-           "NodeStartError", "READY_FILE", "node_env", "run_node_cli"]
+__all__ = ["CHEAP_ARGON2", "CHUNK_DIR", "DEFAULT_ADMIN_PASSWORD", "DEV_ADMIN_PASSWORD",
+           "NodeProcess", "NodeStartError", "READY_FILE", "chunk_ids_in", "node_env",
+           "run_node_cli"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -134,3 +134,17 @@ def read_response(sock: socket.socket, deadline_s: float, *, head: bool = False
         more()
         rest = data.partition(b"\r\n\r\n")[2]
     return status, headers, rest
+
+
+def rejoin_args(node: NodeProcess, seeds: Iterable[NodeProcess]) -> list[str]:
+    """The node's own flags, joining through live ``seeds`` (ports are new on every start)."""
+    args: list[str] = []
+    skip = False
+    for arg in node.args:
+        if skip:
+            skip = False
+        elif arg == "--join":
+            skip = True
+        else:
+            args.append(arg)
+    return [*args, "--join", ",".join(s.gossip_address for s in seeds)]

@@ -28,6 +28,7 @@ import pytest
 
 from node.testing.process import NodeProcess
 from tests.e2e.conftest import StartNode
+from tests.e2e.helpers import rejoin_args
 
 pytestmark = pytest.mark.e2e
 
@@ -169,21 +170,6 @@ def start_three(start_node: StartNode, *extra: str) -> Nodes:
     print(f"\n3 nodes started and agreed on coordinator {leader} "
           f"in {time.monotonic() - started:.1f} s")
     return nodes
-
-
-def restart_args(node: NodeProcess, seeds: Iterable[NodeProcess]) -> list[str]:
-    """The node's own arguments, joining through live ``seeds`` (ports are chosen anew on
-    each start, so a remembered --join address is stale, and n1 had none)."""
-    args: list[str] = []
-    skip = False
-    for arg in node.args:
-        if skip:
-            skip = False
-        elif arg == "--join":
-            skip = True
-        else:
-            args.append(arg)
-    return [*args, "--join", ",".join(s.gossip_address for s in seeds)]
 
 
 @dataclass
@@ -454,7 +440,7 @@ def test_leader_sigkill_fails_over_and_loses_no_acknowledged_write(
 
     # The killed node comes back on its data dir and catches up.
     restarted_at = time.monotonic()
-    old.start(args=restart_args(old, survivors))
+    old.start(args=rejoin_args(old, survivors))
     old.wait_in_cluster(timeout_s=30.0)
     wait_for(f"{old_name} lists every acknowledged container",
              lambda: acknowledged <= container_names(old, token), 20.0, interval_s=0.1)
@@ -535,7 +521,7 @@ def test_without_a_quorum_writes_and_reads_answer_503_until_a_node_returns(
     # One node comes back: a quorum of two again, and writes are taken.
     back = victims[0]
     restarted_at = time.monotonic()
-    back.start(args=restart_args(back, [survivor]))
+    back.start(args=rejoin_args(back, [survivor]))
     attempts = iter(range(1000))
     acknowledged: list[str] = []
 
