@@ -20,6 +20,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import trio
 
@@ -111,8 +112,8 @@ class PeerNet:
         self._messages[topic] = handler
 
     def on_call(self, topic: str, handler: CallHandler, *, raw: bool = False) -> None:
-        """``raw``: the handler takes the body as received (a ``bytearray`` for large frames,
-        which saves a chunk-sized copy); otherwise it gets ``bytes``."""
+        """``raw``: the handler gets a ``memoryview`` of the received frame (no chunk-sized
+        copy; it must copy what it keeps); otherwise it gets ``bytes``."""
         self._calls[topic] = handler
         if raw:
             self._raw.add(topic)
@@ -294,17 +295,18 @@ class PeerNet:
         elif kind == b"Q":
             call_id = frame[1:9]
             topic, pos = _split_topic(frame, 9)
-            body = frame[pos:]
-            if topic not in self._raw and not isinstance(body, bytes):
-                body = bytes(body)
+            # A raw handler gets a view of the frame: the chunk is not copied again.
+            body = memoryview(frame)[pos:] if topic in self._raw else bytes(frame[pos:])
             nursery.start_soon(self._answer, channel, call_id, topic, body)
 
-    async def _answer(self, channel: Channel, call_id: bytes, topic: str, body: bytes) -> None:
+    async def _answer(self, channel: Channel, call_id: bytes, topic: str,
+                      body: bytes | memoryview) -> None:
         handler = self._calls.get(topic)
         try:
             if handler is None:
                 raise Refused(f"no handler for {topic!r}")
-            answer = (b"A" + call_id + b"\x00", await handler(channel.peer, body))
+            # Only handlers registered raw get the memoryview; they are written for it.
+            answer = (b"A" + call_id + b"\x00", await handler(channel.peer, cast(bytes, body)))
         except Refused as exc:
             answer = (b"A" + call_id + b"\x02", str(exc).encode()[:1000])
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the caller as text

@@ -229,7 +229,7 @@ class ReplicatedChunks:
     # -- serving peers ---------------------------------------------------------------------
 
     async def _serve_put(self, peer: str, body: bytes) -> bytes:
-        head = DIGEST_BYTES + UPLOAD_ID_BYTES  # the body may be a bytearray (a raw handler)
+        head = DIGEST_BYTES + UPLOAD_ID_BYTES  # a view of the frame (a raw handler)
         digest, upload = bytes(body[:DIGEST_BYTES]), bytes(body[DIGEST_BYTES:head])
         data = memoryview(body)[head:]
         if len(upload) != UPLOAD_ID_BYTES or hashlib.sha256(data).digest() != digest:
