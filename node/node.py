@@ -190,7 +190,7 @@ class Node:
             "blobstore_meta_applied_index": ("Last applied metadata entry",
                                              lambda: state.applied_index),
             "blobstore_chunks_under_replicated": (
-                "Owner copies found missing by the last healing pass",
+                "Owner copies the last healing pass found missing and could not send",
                 lambda: svc.healer.under_replicated),
             "blobstore_chunks_hinted": ("Copies held for owners that lack them (hand-offs)",
                                         lambda: svc.healer.hinted),

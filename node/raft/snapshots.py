@@ -27,6 +27,7 @@ import trio
 
 from node.raft.messages import SnapshotMeta
 from node.rpc.peers import CallFailed, PeerNet
+from node.store.files import fsync_dir, replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ RECEIVED_KEPT = 2
 
 def file_name(meta: SnapshotMeta) -> str:
     return f"snapshot-{meta.index}-{meta.term}.sqlite3"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Incoming:
@@ -81,7 +74,7 @@ class SnapshotFiles:
         self._received.pop((meta.index, meta.term), None)
         if source is not None and source != target:
             os.replace(source, target)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         for path in self.directory.glob("snapshot-*.sqlite3"):
             if path != target:
                 path.unlink(missing_ok=True)
@@ -174,7 +167,7 @@ class SnapshotFiles:
                 incoming.path.unlink(missing_ok=True)
             raise ValueError("snapshot size or digest does not match; start again")
         final = incoming.path.with_suffix("")  # drop ".part"
-        await trio.to_thread.run_sync(_seal, incoming.path, final)
+        await trio.to_thread.run_sync(replace_durably, incoming.path, final)
         self._received[incoming.key] = final
         while len(self._received) > RECEIVED_KEPT:
             old = min(self._received)
@@ -186,10 +179,3 @@ class SnapshotFiles:
 def _append(path: Path, chunk: bytes) -> None:
     with open(path, "ab") as f:
         f.write(chunk)
-
-
-def _seal(part: Path, final: Path) -> None:
-    with open(part, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(part, final)
-    _fsync_dir(part.parent)

@@ -91,6 +91,16 @@ def _split_topic(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 1:pos + 1 + size].decode(), pos + 1 + size
 
 
+def _outcome(answer: bytes) -> bytes | CallFailed:
+    """An answer frame's result (one copy of the body) or its error; only an error's body
+    is text."""
+    body = memoryview(answer)[10:]
+    if answer[9] == 0:
+        return bytes(body)
+    text = str(body, errors="replace")
+    return CallRefused(text) if answer[9] == 2 else CallFailed(text)
+
+
 class PeerNet:
     def __init__(self, node_id: str, transport: Transport, cluster_key: bytes,
                  address_of: Callable[[str], str | None], *,
@@ -240,10 +250,7 @@ class PeerNet:
         try:
             while (frame := await channel.receive()) is not None:
                 if frame[:1] == b"A" and len(frame) >= 10:
-                    text = frame[10:].decode(errors="replace")
-                    peer.settle(int.from_bytes(frame[1:9], "big"),
-                                bytes(frame[10:]) if frame[9] == 0 else CallRefused(text)
-                                if frame[9] == 2 else CallFailed(text))
+                    peer.settle(int.from_bytes(frame[1:9], "big"), _outcome(frame))
         except ChannelError:
             pass
         finally:

@@ -35,6 +35,7 @@ from typing import TypeVar
 import trio
 
 from node.errors import ChunkCorrupt, ChunkUnavailable, InsufficientStorage
+from node.store.files import fsync_dir
 
 T = TypeVar("T")
 
@@ -69,14 +70,6 @@ def _checked(digest: bytes) -> bytes:
     if not isinstance(digest, bytes) or len(digest) != DIGEST_SIZE:
         raise ValueError(f"chunk digest must be {DIGEST_SIZE} bytes, got {digest!r:.80}")
     return digest
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stat_or_none(path: Path) -> os.stat_result | None:
@@ -233,7 +226,7 @@ class ChunkStore:
         if not self._fsync:
             return
         try:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except BaseException:
             if created:  # not known durable: take back what this put created
                 self._remove_if_same(path, (written.st_dev, written.st_ino))
@@ -266,7 +259,7 @@ class ChunkStore:
             return
         directory.mkdir(parents=True, exist_ok=True)
         if self._fsync:
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         self._durable_dirs.add(directory)
 
     def _install(self, tmp: Path, path: Path, size: int) -> bool:

@@ -12,7 +12,6 @@ a power cut, not just a process crash.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import trio
+
+from node.store.files import replace_durably
 
 T = TypeVar("T")
 
@@ -114,14 +115,7 @@ def _backup(conn: sqlite3.Connection, path: Path) -> None:
         copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
     finally:
         copy.close()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(tmp, path)
 
 
 def _in_read_txn(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:

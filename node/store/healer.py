@@ -26,8 +26,8 @@ import trio
 from node.errors import ChunkUnavailable, InsufficientStorage
 from node.ring.ring import Ring
 from node.rpc.peers import CallFailed, PeerNet, Refused
-from node.store.chunks import ChunkStore
-from node.store.replicated import DIGEST_BYTES, NO_UPLOAD, put_body
+from node.store.chunks import DIGEST_SIZE, ChunkStore
+from node.store.replicated import NO_UPLOAD, put_body
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,12 @@ class Healer:
 
     async def heal_once(self) -> None:
         ring = self._ring()
-        target = max(1, min(self._replicas, len(ring.node_ids)))
         digests = [digest for digest, _, _ in await self.local.scan()]
         missing = hinted = 0
         for start in range(0, len(digests), BATCH):
             batch = digests[start:start + BATCH]
-            owners = {d: ring.replicas_for(d, target) for d in batch}
+            # (Fewer than R owners when the ring is smaller: replicas_for clamps.)
+            owners = {d: ring.replicas_for(d, self._replicas) for d in batch}
             holding = await self._ask_owners(owners)
             for digest in batch:
                 lacking = [n for n in owners[digest]
@@ -172,12 +172,12 @@ class Healer:
 
     async def _serve_check(self, peer: str, body: bytes) -> bytes:
         """One byte per chunk id: 1 if this node holds a copy that verifies."""
-        if len(body) % DIGEST_BYTES:
+        if len(body) % DIGEST_SIZE:
             raise Refused("chunk ids are 32 bytes each")
         flags = bytearray()
-        for start in range(0, len(body), DIGEST_BYTES):
+        for start in range(0, len(body), DIGEST_SIZE):
             try:
-                good = await self.local.verify(body[start:start + DIGEST_BYTES])
+                good = await self.local.verify(body[start:start + DIGEST_SIZE])
             except ChunkUnavailable:
                 good = False  # not here
             flags.append(1 if good else 0)

@@ -28,7 +28,6 @@ healer (``node.store.healer``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Iterator
@@ -42,11 +41,10 @@ from node.errors import ChunkCorrupt, ChunkUnavailable, InsufficientStorage, Una
 from node.gossip.members import MembershipView, MemberState
 from node.ring.ring import Ring
 from node.rpc.peers import CallFailed, PeerNet, Refused
-from node.store.chunks import ChunkStore
+from node.store.chunks import DIGEST_SIZE, ChunkStore, chunk_id
 
 log = logging.getLogger(__name__)
 
-DIGEST_BYTES = 32
 #: Upload ids, which key the holds on peers; all zeros: a copy no upload waits for.
 UPLOAD_ID_BYTES = 16
 NO_UPLOAD = bytes(UPLOAD_ID_BYTES)
@@ -208,7 +206,7 @@ class ReplicatedChunks:
                                               timeout_s=self._timeout_s)
             except CallFailed:
                 continue
-            if hashlib.sha256(data).digest() == digest:
+            if chunk_id(data) == digest:
                 self.counters["remote_reads"] += 1
                 if self.node_id in ring.replicas_for(digest, self._replicas):
                     await self._repair(digest, data)
@@ -229,10 +227,10 @@ class ReplicatedChunks:
     # -- serving peers ---------------------------------------------------------------------
 
     async def _serve_put(self, peer: str, body: bytes) -> bytes:
-        head = DIGEST_BYTES + UPLOAD_ID_BYTES  # a view of the frame (a raw handler)
-        digest, upload = bytes(body[:DIGEST_BYTES]), bytes(body[DIGEST_BYTES:head])
+        head = DIGEST_SIZE + UPLOAD_ID_BYTES  # a view of the frame (a raw handler)
+        digest, upload = bytes(body[:DIGEST_SIZE]), bytes(body[DIGEST_SIZE:head])
         data = memoryview(body)[head:]
-        if len(upload) != UPLOAD_ID_BYTES or hashlib.sha256(data).digest() != digest:
+        if len(upload) != UPLOAD_ID_BYTES or chunk_id(data) != digest:
             raise Refused("the chunk does not match its digest")
         if upload != NO_UPLOAD:  # held before it is written: the collector must not race it
             self._pins.hold(peer, upload, digest, trio.current_time() + self._hold_s)
@@ -249,7 +247,7 @@ class ReplicatedChunks:
                      for i in range(0, len(body), UPLOAD_ID_BYTES))
 
     async def _serve_get(self, peer: str, body: bytes) -> bytes:
-        if len(body) != DIGEST_BYTES:
+        if len(body) != DIGEST_SIZE:
             raise Refused("a chunk id is 32 bytes")
         try:
             return await self.local.get(body)
