@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -45,11 +44,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -60,7 +57,8 @@ from benchmarks.httpclient import Connection
 from node.config import parse_size
 from node.gossip.members import Member, MembershipView
 from node.ring.ring import Ring
-from node.testing.process import NodeProcess
+from node.testing.observe import cluster_view, safe_request, wait_agreed_coordinator, wait_for
+from node.testing.process import NodeProcess, start_joined
 
 PASSWORD = "healing-benchmark-password"
 CONTAINER = "healing"
@@ -149,51 +147,8 @@ def start_cluster(base: Path, args: argparse.Namespace, key: str) -> dict[str, N
     names = [f"n{i}" for i in range(1, args.nodes + 1)]
     nodes = {name: NodeProcess(base / name, name, env=env, admin_password=PASSWORD,
                                start_timeout_s=args.start_timeout_s) for name in names}
-    first = nodes[names[0]].start(args=settings)
-    join = ["--join", first.gossip_address]
-    if len(names) > 1:
-        with ThreadPoolExecutor(len(names) - 1) as pool:
-            list(pool.map(lambda n: nodes[n].start(args=[*settings, *join]), names[1:]))
-    for node in nodes.values():
-        node.wait_in_cluster(timeout_s=args.start_timeout_s)
-    return nodes
-
-
-def request(node: NodeProcess, method: str, path: str, token: str, **kwargs: Any
-            ) -> tuple[int, Any]:
-    """``node.request``; no answer is status 0."""
-    try:
-        return node.request(method, path, token=token, timeout_s=5.0, **kwargs)
-    except (OSError, http.client.HTTPException) as exc:
-        return 0, repr(exc)
-
-
-def cluster_view(node: NodeProcess, token: str) -> dict[str, Any]:
-    status, body = request(node, "GET", "/cluster", token)
-    return body if status == 200 and isinstance(body, dict) else {}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
-             interval_s: float = 0.1) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout_s:
-            raise BenchmarkFailed(f"not within {timeout_s:.0f} s: {what}")
-        time.sleep(interval_s)
-    return time.monotonic() - started
-
-
-def coordinator(nodes: Iterable[NodeProcess], token: str, timeout_s: float) -> str:
-    named: set[Any] = set()
-
-    def agreed() -> bool:
-        named.clear()
-        named.update(cluster_view(n, token).get("coordinator", {}).get("node_id")
-                     for n in nodes)
-        return len(named) == 1 and None not in named
-
-    wait_for("one coordinator named by every node", agreed, timeout_s)
-    return str(named.pop())
+    return start_joined(lambda name, flags: nodes[name].start(args=flags), names, settings,
+                        timeout_s=args.start_timeout_s)
 
 
 def owners_of(node_ids: Iterable[str], chunks: Iterable[str], replicas: int
@@ -349,10 +304,8 @@ def check_placement(nodes: dict[str, NodeProcess], sizes: dict[str, int], replic
         wrong.extend(f"{h[:12]} is no chunk of ours" for h in set(found) - set(sizes))
         return not wrong
 
-    try:
-        return wait_for("every chunk on exactly its owners", placed, timeout_s, 0.5)
-    except BenchmarkFailed as exc:
-        raise BenchmarkFailed(f"{exc}: {wrong[:5]}") from None
+    return wait_for("every chunk on exactly its owners", placed, timeout_s, 0.5,
+                    detail=lambda: wrong[:5])
 
 
 def run(base: Path, args: argparse.Namespace, nodes: dict[str, NodeProcess]) -> Figures:
@@ -362,8 +315,8 @@ def run(base: Path, args: argparse.Namespace, nodes: dict[str, NodeProcess]) -> 
     nodes.update(start_cluster(base, args, secrets.token_hex(24)))
     first = nodes["n1"]
     token = first.login(password=PASSWORD)
-    status, body = request(first, "POST", "/create_container", token,
-                           json_body={"container": CONTAINER})
+    status, body = safe_request(first, "POST", "/create_container", token=token,
+                                json_body={"container": CONTAINER})
     if status != 201:
         raise BenchmarkFailed(f"create_container: {status} {body!r}")
     figures.start_s = time.monotonic() - started
@@ -385,7 +338,7 @@ def run(base: Path, args: argparse.Namespace, nodes: dict[str, NodeProcess]) -> 
                   f"({figures.upload_mb_per_s:.0f} MB/s); checking placement ...")
     figures.placement_verified_s = check_placement(nodes, sizes, args.replicas, 60.0)
 
-    figures.coordinator = coordinator(nodes.values(), token, 30.0)
+    figures.coordinator = wait_agreed_coordinator(nodes.values(), timeout_s=30.0)
     rng = random.Random(args.seed)
     victim = rng.choice(sorted(set(nodes) - {figures.coordinator}))
     figures.victim = victim

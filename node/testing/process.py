@@ -33,7 +33,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -372,6 +373,22 @@ def chunk_ids_in(data_dir: Path) -> set[str]:
     return found
 
 
+def start_joined(start: Callable[[str, Sequence[str]], NodeProcess], names: Sequence[str],
+                 args: Sequence[str], *, timeout_s: float = 30.0) -> dict[str, NodeProcess]:
+    """A cluster: ``names[0]`` started first, the others in parallel joining it by gossip,
+    each with ``args``; returns once every node serves with a coordinator. ``start(name,
+    args)`` starts one node (a test fixture's factory, or ``NodeProcess.start``)."""
+    first = start(names[0], args)
+    join = (*args, "--join", first.gossip_address)
+    nodes = {names[0]: first}
+    if len(names) > 1:
+        with ThreadPoolExecutor(len(names) - 1) as pool:
+            nodes.update(zip(names[1:], pool.map(lambda name: start(name, join), names[1:])))
+    for node in nodes.values():
+        node.wait_in_cluster(timeout_s=timeout_s)
+    return nodes
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
@@ -382,4 +399,4 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 __all__ = ["CHEAP_ARGON2", "CHUNK_DIR", "DEFAULT_ADMIN_PASSWORD", "DEV_ADMIN_PASSWORD",
            "NodeProcess", "NodeStartError", "READY_FILE", "chunk_ids_in", "node_env",
-           "run_node_cli"]
+           "run_node_cli", "start_joined"]

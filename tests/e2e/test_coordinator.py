@@ -15,19 +15,19 @@ Measured figures are printed (run with ``-s`` to see them).
 
 from __future__ import annotations
 
-import http.client
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from node.testing.process import NodeProcess
+from node.testing.process import NodeProcess, start_joined
 from tests.e2e.conftest import StartNode
+from node.testing.observe import (agreed_coordinator, coordinator_of, health, safe_request,
+                                  wait_agreed_coordinator, wait_for)
 from tests.e2e.helpers import rejoin_args
 
 pytestmark = pytest.mark.e2e
@@ -51,61 +51,6 @@ Nodes = dict[str, NodeProcess]
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
-             interval_s: float = 0.05) -> float:
-    """Poll ``check`` until true (bounded in time); the seconds it took."""
-    started = time.monotonic()
-    while True:
-        if check():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"not within {timeout_s:.1f} s: {what}")
-        time.sleep(interval_s)
-
-
-def safe_request(node: NodeProcess, method: str, path: str, *, timeout_s: float = 5.0,
-                 **kwargs: Any) -> tuple[int, Any]:
-    """``node.request``, with a connection error or a timeout as status 0."""
-    try:
-        return node.request(method, path, timeout_s=timeout_s, **kwargs)
-    except (OSError, http.client.HTTPException) as exc:
-        return 0, repr(exc)
-
-
-def health(node: NodeProcess) -> dict[str, Any]:
-    status, body = safe_request(node, "GET", "/health", timeout_s=2.0)
-    return body if status == 200 and isinstance(body, dict) else {}
-
-
-def coordinator_of(node: NodeProcess) -> str | None:
-    """The coordinator this node names in /health (None if none or no answer)."""
-    leader = health(node).get("coordinator")
-    return str(leader) if leader else None
-
-
-def agreed_leader(nodes: Iterable[NodeProcess]) -> str | None:
-    """The coordinator every given node names, if they all name the same one."""
-    named = {coordinator_of(n) for n in nodes}
-    return named.pop() if len(named) == 1 else None
-
-
-def wait_agreed_leader(nodes: Iterable[NodeProcess], timeout_s: float = 15.0,
-                       exclude: str | None = None) -> str:
-    nodes = list(nodes)
-    found: list[str] = []
-
-    def agreed() -> bool:
-        leader = agreed_leader(nodes)
-        if leader is None or leader == exclude:
-            return False
-        found.append(leader)
-        return True
-
-    wait_for(f"{[n.node_id for n in nodes]} name one coordinator (not {exclude})", agreed,
-             timeout_s, interval_s=0.02)
-    return found[-1]
-
 
 def coordinator_view(node: NodeProcess, token: str, retry_s: float = 10.0) -> dict[str, Any]:
     """The ``coordinator`` part of /cluster (its authentication reads linearizably, so it
@@ -158,15 +103,9 @@ def start_three(start_node: StartNode, *extra: str) -> Nodes:
     """n1, then n2 and n3 (in parallel) joining it, all expecting three; waits until
     every node serves and names the same coordinator."""
     started = time.monotonic()
-    first = start_node("n1", *PRESET, *EXPECT, *extra, env=KEY)
-    join = ("--join", first.gossip_address)
-    with ThreadPoolExecutor(2) as pool:
-        rest = list(pool.map(lambda name: start_node(name, *PRESET, *EXPECT, *join, *extra,
-                                                     env=KEY), ["n2", "n3"]))
-    nodes = {"n1": first, "n2": rest[0], "n3": rest[1]}
-    for node in nodes.values():
-        node.wait_in_cluster(timeout_s=30.0)
-    leader = wait_agreed_leader(nodes.values())
+    nodes = start_joined(lambda name, args: start_node(name, *args, env=KEY),
+                         ["n1", "n2", "n3"], (*PRESET, *EXPECT, *extra))
+    leader = wait_agreed_coordinator(nodes.values())
     print(f"\n3 nodes started and agreed on coordinator {leader} "
           f"in {time.monotonic() - started:.1f} s")
     return nodes
@@ -303,7 +242,7 @@ class LeaderWatch:
     def _run(self, nodes: list[NodeProcess], exclude: str, within_s: float) -> None:
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            if agreed_leader(nodes) not in (None, exclude):
+            if agreed_coordinator(nodes) not in (None, exclude):
                 self.seen_at = time.monotonic()
                 return
             time.sleep(0.02)
@@ -373,7 +312,7 @@ def test_three_nodes_form_one_coordinator_group_and_keep_it(start_node: StartNod
         assert container_names(node, token) == {f"from-{n}" for n in nodes}
 
     # Nothing fails, so nobody stands for election: the coordinator stays while idle.
-    leader = wait_agreed_leader(nodes.values())
+    leader = wait_agreed_coordinator(nodes.values())
     check_coordinator_kept(nodes, token, leader)
 
     # The same once a coordinator was elected in an idle cluster: SIGKILL the leader (no
@@ -381,7 +320,7 @@ def test_three_nodes_form_one_coordinator_group_and_keep_it(start_node: StartNod
     survivors = {name: node for name, node in nodes.items() if name != leader}
     killed_at = time.monotonic()
     assert nodes[leader].kill() == -signal.SIGKILL
-    new_leader = wait_agreed_leader(survivors.values(), timeout_s=15.0, exclude=leader)
+    new_leader = wait_agreed_coordinator(survivors.values(), timeout_s=15.0, exclude=leader)
     print(f"idle cluster: leader {leader} SIGKILLed, the survivors named {new_leader} after "
           f"{time.monotonic() - killed_at:.2f} s")
     check_coordinator_kept(survivors, token, new_leader)
@@ -394,9 +333,9 @@ def test_leader_sigkill_fails_over_and_loses_no_acknowledged_write(
 
     with Writers(nodes.values(), token, "w", max_s=25.0) as writers:
         wait_for("acknowledged writes before the kill",
-                 lambda: len(writers.acknowledged()) >= 30, 10.0)
+                 lambda: len(writers.acknowledged()) >= 30, 10.0, interval_s=0.05)
         # Under load: the coordinator now, and its term (for the check below).
-        old_name = wait_agreed_leader(nodes.values())
+        old_name = wait_agreed_coordinator(nodes.values())
         old = nodes[old_name]
         old_term = coordinator_view(old, token)["term"]
         writers.retire(old_name)  # from now on, clients write through the survivors only
@@ -406,13 +345,13 @@ def test_leader_sigkill_fails_over_and_loses_no_acknowledged_write(
         leader_seen = LeaderWatch(survivors, exclude=old_name)
         # A client that does not wait on a request sent to a dead leader.
         probe_ack, probe = probe_until_acknowledged(survivors, token, "p")
-        new_name = wait_agreed_leader(survivors, timeout_s=15.0, exclude=old_name)
+        new_name = wait_agreed_coordinator(survivors, timeout_s=15.0, exclude=old_name)
         new_leader_s = leader_seen.result() - killed_at
         wait_for("an acknowledged write started after the kill",
                  lambda: bool(writers.acked_after(killed_at)), 15.0, interval_s=0.02)
         first_ack = min(writers.acked_after(killed_at), key=lambda o: o.ended)
         wait_for("writes under the new leader",
-                 lambda: len(writers.acked_after(first_ack.ended)) >= 20, 10.0)
+                 lambda: len(writers.acked_after(first_ack.ended)) >= 20, 10.0, interval_s=0.05)
     failover_s = probe_ack - killed_at
     writers_failover_s = first_ack.ended - killed_at
     print(f"leader {old_name} (term {old_term}) SIGKILLed; election timeout "
@@ -447,7 +386,7 @@ def test_leader_sigkill_fails_over_and_loses_no_acknowledged_write(
     print(f"{old_name} restarted: lists all {len(acknowledged)} acknowledged containers "
           f"{time.monotonic() - restarted_at:.1f} s after its start")
     check_no_acknowledged_write_lost([old], token, acknowledged, attempted)
-    leader = wait_agreed_leader(nodes.values(), timeout_s=10.0)  # the same, on all three
+    leader = wait_agreed_coordinator(nodes.values(), timeout_s=10.0)  # the same, on all three
     view = coordinator_view(old, token)
     assert view["voters"] == ["n1", "n2", "n3"], view
     print(f"after the restart all three name {leader}")
@@ -475,7 +414,7 @@ def test_without_a_quorum_writes_and_reads_answer_503_until_a_node_returns(
     for name in sorted(before):
         create_eventually(nodes["n1"], token, name)
     # Keep the coordinator: it must notice by itself that it lost its quorum.
-    leader_name = wait_agreed_leader(nodes.values())
+    leader_name = wait_agreed_coordinator(nodes.values())
     survivor = nodes[leader_name]
     victims = [n for name, n in nodes.items() if name != leader_name]
     for victim in victims:
@@ -538,7 +477,7 @@ def test_without_a_quorum_writes_and_reads_answer_503_until_a_node_returns(
     back.wait_in_cluster(timeout_s=15.0)
     for node in (survivor, back):
         assert before | set(acknowledged) <= container_names(node, token)
-    wait_agreed_leader([survivor, back], timeout_s=10.0)
+    wait_agreed_coordinator([survivor, back], timeout_s=10.0)
 
 
 def test_leader_sigterm_hands_leadership_over_and_exits_0(start_node: StartNode) -> None:
@@ -547,15 +486,15 @@ def test_leader_sigterm_hands_leadership_over_and_exits_0(start_node: StartNode)
 
     with Writers(nodes.values(), token, "t", max_s=25.0) as writers:
         wait_for("acknowledged writes before the stop",
-                 lambda: len(writers.acknowledged()) >= 30, 10.0)
-        old_name = wait_agreed_leader(nodes.values())
+                 lambda: len(writers.acknowledged()) >= 30, 10.0, interval_s=0.05)
+        old_name = wait_agreed_coordinator(nodes.values())
         old = nodes[old_name]
         old_term = coordinator_view(old, token)["term"]
         writers.retire(old_name)
         others = [n for name, n in nodes.items() if name != old_name]
         stopped_at = time.monotonic()
         old.signal(signal.SIGTERM)
-        new_name = wait_agreed_leader(others, timeout_s=10.0, exclude=old_name)
+        new_name = wait_agreed_coordinator(others, timeout_s=10.0, exclude=old_name)
         handover_s = time.monotonic() - stopped_at
         code = old.wait(30.0)
         exit_s = time.monotonic() - stopped_at
@@ -563,7 +502,7 @@ def test_leader_sigterm_hands_leadership_over_and_exits_0(start_node: StartNode)
                  lambda: bool(writers.acked_after(stopped_at)), 10.0, interval_s=0.02)
         first_ack = min(writers.acked_after(stopped_at), key=lambda o: o.ended)
         wait_for("writes under the new leader",
-                 lambda: len(writers.acked_after(first_ack.ended)) >= 20, 10.0)
+                 lambda: len(writers.acked_after(first_ack.ended)) >= 20, 10.0, interval_s=0.05)
     print(f"leader {old_name} SIGTERMed: the others named {new_name} after "
           f"{handover_s:.3f} s; first acknowledged write after "
           f"{first_ack.ended - stopped_at:.3f} s; it exited {code} after {exit_s:.2f} s; "

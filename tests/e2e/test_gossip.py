@@ -8,12 +8,12 @@ incarnation. The nodes run the ``tests`` gossip preset (probe every 0.2 s).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from node.gossip.config import TESTS
 from node.gossip.suspicion import suspicion_bounds
+from node.testing.observe import wait_for
 from node.testing.process import NodeProcess
 from tests.e2e.conftest import StartNode
 
@@ -36,15 +36,6 @@ def states(node: NodeProcess, token: str) -> dict[str, tuple[str, int]]:
     status, body = node.request("GET", "/cluster", token=token)
     assert status == 200, body
     return {m["node_id"]: (m["state"], m["incarnation"]) for m in body["members"]}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s:.0f} s: {what}")
 
 
 def test_five_processes_agree_on_crashes_leaves_and_restarts(start_node: StartNode) -> None:

@@ -21,22 +21,21 @@ are printed (run with ``-s``); ``E2E_SEED=N`` replays a choice of victims and da
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import random
 import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
 
 from node.gossip.members import Member, MembershipView
 from node.ring.ring import Ring
-from node.testing.process import NodeProcess
+from node.testing.process import NodeProcess, start_joined
 from tests.e2e.conftest import StartNode
+from node.testing.observe import cluster_view, wait_agreed_coordinator, wait_for
 from tests.e2e.helpers import client, create_container, get, put, rejoin_args
 
 pytestmark = pytest.mark.e2e
@@ -59,28 +58,6 @@ Holders = dict[str, set[str]]
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-def wait_for(what: str, check: Callable[[], bool], timeout_s: float,
-             interval_s: float = 0.1, detail: Callable[[], object] | None = None) -> float:
-    """Poll ``check`` until true (bounded in time); the seconds it took."""
-    started = time.monotonic()
-    while True:
-        if check():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout_s:
-            extra = f": {detail()}" if detail is not None else ""
-            raise AssertionError(f"not within {timeout_s:.0f} s: {what}{extra}")
-        time.sleep(interval_s)
-
-
-def cluster_view(node: NodeProcess, token: str) -> dict[str, Any]:
-    """``GET /cluster`` ({} if the node does not answer)."""
-    try:
-        status, body = node.request("GET", "/cluster", token=token, timeout_s=5.0)
-    except (OSError, http.client.HTTPException):
-        return {}
-    return body if status == 200 and isinstance(body, dict) else {}
-
 
 def member_states(node: NodeProcess, token: str) -> dict[str, str]:
     return {m["node_id"]: m["state"] for m in cluster_view(node, token).get("members", [])}
@@ -158,36 +135,10 @@ def read_all(nodes: Iterable[NodeProcess], token: str, blobs: dict[str, str],
     return retries, time.monotonic() - started
 
 
-def coordinator(nodes: Iterable[NodeProcess], timeout_s: float = 15.0) -> str:
-    """The coordinator every given node names in /health."""
-    named: set[Any] = set()
-
-    def agreed() -> bool:
-        named.clear()
-        for node in nodes:
-            try:
-                status, body = node.request("GET", "/health", timeout_s=2.0)
-            except (OSError, http.client.HTTPException):
-                return False
-            named.add(body.get("coordinator") if status == 200 else None)
-        return len(named) == 1 and None not in named
-
-    wait_for("one coordinator named by all", agreed, timeout_s, 0.05, lambda: named)
-    return str(named.pop())
-
-
 def start_five(start_node: StartNode) -> Nodes:
     """n1, then n2..n5 in parallel joining it; five voters from the start."""
-    common = (*SETTINGS, "--bootstrap-expect", "5")
-    first = start_node("n1", *common, env=KEY)
-    join = ("--join", first.gossip_address)
-    names = [f"n{i}" for i in range(2, 6)]
-    with ThreadPoolExecutor(len(names)) as pool:
-        rest = list(pool.map(lambda name: start_node(name, *common, *join, env=KEY), names))
-    nodes = {"n1": first, **dict(zip(names, rest))}
-    for node in nodes.values():
-        node.wait_in_cluster(timeout_s=30.0)
-    return nodes
+    return start_joined(lambda name, args: start_node(name, *args, env=KEY),
+                        [f"n{i}" for i in range(1, 6)], (*SETTINGS, "--bootstrap-expect", "5"))
 
 
 def healing_counters(live: Iterable[NodeProcess], token: str) -> dict[str, tuple[int, int]]:
@@ -238,7 +189,7 @@ def test_two_crashes_heal_to_three_copies_restarts_to_the_owners_and_a_join_take
     print(f"{len(blobs)} blobs, {len(chunks)} chunks written")
 
     # -- a. SIGKILL the coordinator and one other node ----------------------------------
-    leader = coordinator(nodes.values())
+    leader = wait_agreed_coordinator(nodes.values())
     victims = [leader, rng.choice(sorted(set(nodes) - {leader}))]
     live = {name: n for name, n in nodes.items() if name not in victims}
     killed_at = time.monotonic()

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import trio
 
-from node.testing.inprocess import CHUNK, cluster, eventually, get, holders, started
+from node.testing.inprocess import (CHUNK, cluster, eventually, flip_byte, get, holders,
+                                    started)
 from node.store.replicated import copies_required
 
 
@@ -63,10 +64,7 @@ async def test_a_corrupt_or_missing_copy_is_read_around_and_repaired_by_its_owne
         assert (await first.put_blob("docs", "a.bin", data, headers)).status_code == 201
         digest = hashlib.sha256(data[:CHUNK]).digest()
         # Two of three copies go bad: n2's flips a byte, n3's disappears.
-        path = c.nodes["n2"].services.chunks.path_for(digest)
-        raw = bytearray(path.read_bytes())
-        raw[100] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        flip_byte(c.nodes["n2"].services.chunks.path_for(digest), 100)
         c.nodes["n3"].services.chunks.path_for(digest).unlink()
         for name in ("n2", "n3"):
             h = c.nodes[name]
@@ -174,10 +172,7 @@ async def test_two_of_three_copies_flipped_reads_stay_right_and_a_scrub_pass_hea
             for h in c.live()))
         await trio.sleep(1.0)
         for name in ("n1", "n2"):  # bit rot in two of the three copies
-            path = c.nodes[name].services.chunks.path_for(digest)
-            raw = bytearray(path.read_bytes())
-            raw[len(raw) // 2] ^= 0x01
-            path.write_bytes(bytes(raw))
+            flip_byte(c.nodes[name].services.chunks.path_for(digest), CHUNK // 2, 0x01)
         # n3 reads its own good copy. n1's scrubber finds its bad copy and fetches a good
         # one; if it asks n2 first, n2 finds its own copy bad too and repairs it from n3
         # on the way, so n2's scrubber may find nothing left to do.
