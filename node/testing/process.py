@@ -1,9 +1,10 @@
 """Real ``blobstore-node`` processes for end-to-end tests, benchmarks and tools.
 
-``NodeProcess`` runs ``python -m node`` on loopback ports chosen by the OS
-(``--http 127.0.0.1:0 --gossip 127.0.0.1:0``), waits for the node's
-``<data_dir>/node.ready`` file (written once it serves) to name the right pid
-and for ``GET /health`` to answer, and exposes its URL and pid::
+``NodeProcess`` runs ``python -m node``, by default on loopback ports chosen by
+the OS (``--http 127.0.0.1:0 --gossip 127.0.0.1:0``; the fault campaign gives
+each node its own address and runs it in a network namespace), waits for the
+node's ``<data_dir>/node.ready`` file (written once it serves) to name the
+right pid and for ``GET /health`` to answer, and exposes its URL and pid::
 
     node = NodeProcess(tmp_path / "n1").start()
     try:
@@ -97,8 +98,15 @@ class NodeProcess:
     def __init__(self, data_dir: Path | str, node_id: str = "n1", *,
                  args: Sequence[str] = (), env: Mapping[str, str | None] | None = None,
                  admin_password: str | None = DEFAULT_ADMIN_PASSWORD,
-                 cheap_argon2: bool = True, start_timeout_s: float = 20.0) -> None:
+                 cheap_argon2: bool = True, start_timeout_s: float = 20.0,
+                 host: str = "127.0.0.1", http_port: int = 0, gossip_port: int = 0,
+                 wrapper: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir)
+        #: Where the node listens (port 0: the OS picks one at every start).
+        self.host, self.http_port, self.gossip_port = host, http_port, gossip_port
+        #: A command the node runs under, e.g. ``ip netns exec NS`` (it must exec the node,
+        #: so that ``pid`` is the node's own).
+        self.wrapper = list(wrapper)
         self.node_id = node_id
         self.args = list(args)
         self.admin_password = admin_password
@@ -116,9 +124,9 @@ class NodeProcess:
     # -- lifecycle -----------------------------------------------------------
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "node", "--node-id", self.node_id,
-               "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0",
-               "--gossip", "127.0.0.1:0"]
+        cmd = [*self.wrapper, sys.executable, "-m", "node", "--node-id", self.node_id,
+               "--data-dir", str(self.data_dir), "--http", f"{self.host}:{self.http_port}",
+               "--gossip", f"{self.host}:{self.gossip_port}"]
         if self.cheap_argon2:
             cmd += CHEAP_ARGON2
         return cmd + self.args
