@@ -8,12 +8,19 @@ small pool of reader connections that WAL lets run beside the writer.
 
 Durability: WAL with ``synchronous=FULL``, so a committed transaction survives
 a power cut, not just a process crash.
+
+A full disk: a write the node cannot go on without (its Raft log, applying
+committed entries) is retried by ``until_stored`` instead of failing, so the
+node stalls, keeps its promises and resumes when space comes back, rather than
+dying or skipping an entry.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +30,11 @@ import trio
 from node.store.files import replace_durably
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: Pauses between tries of a write that found the disk full: short, doubling to a cap.
+FULL_DISK_RETRY_S = (0.2, 5.0)
 
 Connection = sqlite3.Connection
 DatabaseError = sqlite3.DatabaseError
@@ -96,26 +108,66 @@ class Database:
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One immediate write transaction: committed if the block ends, rolled back if it raises
-    (or is cancelled)."""
+    (or is cancelled, or the commit itself fails, as on a full disk)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # sqlite has already rolled back after some errors (SQLITE_FULL)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full, from sqlite or the OS."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+            "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+async def until_stored(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """``await attempt()`` until it does not fail for a full disk; other errors propagate.
+
+    Each attempt is shielded from cancellation (it must finish or fail whole); the pauses
+    between attempts are not, so a node whose disk stays full can still be stopped.
+    """
+    pause, cap = FULL_DISK_RETRY_S
+    stalled = False
+    while True:
+        with trio.CancelScope(shield=True):
+            try:
+                result = await attempt()
+            except (sqlite3.OperationalError, OSError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                if not stalled:
+                    log.warning("the disk is full: %s waits for space", what,
+                                extra={"why": str(exc)})
+                stalled = True
+            else:
+                if stalled:
+                    log.warning("disk space is back: %s goes on", what)
+                return result
+        await trio.sleep(pause)
+        pause = min(pause * 2, cap)
 
 
 def _backup(conn: sqlite3.Connection, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    copy = sqlite3.connect(tmp)
     try:
-        conn.backup(copy)
-        copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-    finally:
-        copy.close()
-    replace_durably(tmp, path)
+        copy = sqlite3.connect(tmp)
+        try:
+            conn.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal
+        finally:
+            copy.close()
+        replace_durably(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written copy must not keep a full disk full
+        raise
 
 
 def _in_read_txn(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
