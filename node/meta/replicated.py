@@ -32,7 +32,7 @@ from node.raft.core import NotLeader
 from node.raft.driver import ProposalLost, RaftDriver
 from node.raft.messages import Entry, EntryKind
 from node.rpc.peers import CallFailed, CallNotSent, CallRefused, PeerNet, Refused
-from node.store.db import Database
+from node.store.db import Database, until_stored
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,10 @@ class ReplicatedLog:
             except (ValueError, KeyError, TypeError) as exc:
                 results[i] = Unavailable(f"entry {entry.index} is not a command: {exc}")
         if commands:
-            applied = await self._db.write(lambda conn: self._state.apply_batch(conn, commands))
+            # Every node must apply every committed entry, in order: on a full disk, wait.
+            applied = await until_stored(
+                lambda: self._db.write(lambda conn: self._state.apply_batch(conn, commands)),
+                "applying committed metadata")
             for i, result in zip(positions, applied):
                 results[i] = result
         return results

@@ -18,6 +18,7 @@ streamed (``node.raft.snapshots``) and installs it.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from node.raft.messages import Entry, EntryKind, Membership, SnapshotRequest
 from node.raft.snapshots import SnapshotFiles
 from node.meta.log import CommitObserver
 from node.rpc.peers import PeerNet
-from node.store.db import Database
+from node.store.db import Database, DatabaseError, is_disk_full, until_stored
 
 if TYPE_CHECKING:
     import random  # noqa: TID251 - only the type: the generator is seeded and injected
@@ -53,6 +54,8 @@ class Snapshotter(Protocol):
 
 #: Results of recently applied entries, for proposals forwarded from this node.
 RESULTS_KEPT = 4096
+#: After a snapshot found the disk full, compaction waits this long before trying again.
+COMPACT_RETRY_S = 10.0
 
 
 class ProposalLost(Exception):
@@ -100,6 +103,7 @@ class RaftDriver:
         self._applied_changed = trio.Event()
         self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self.raft: Raft | None = None
+        self._compact_not_before = -math.inf
         self.counters = {"bad_messages": 0, "batches": 0, "entries_persisted": 0,
                          "snapshots_taken": 0, "snapshot_requests_dropped": 0,
                          "foreign_messages": 0}
@@ -263,12 +267,7 @@ class RaftDriver:
         if ready.hard_state or ready.entries or ready.truncate_from is not None \
                 or ready.snapshot:
             started = trio.current_time()
-            with trio.CancelScope(shield=True):
-                if ready.snapshot is not None:
-                    await self._install(ready)
-                await self._db.write(lambda c: storage.save(c, ready))
-                if ready.snapshot is not None and self._files is not None:
-                    self._files.adopt(ready.snapshot.meta, cast(Path, ready.snapshot.data))
+            await until_stored(lambda: self._persist(ready), "the Raft log")
             if self._observer is not None:
                 self._observer.observe_batch(len(ready.entries), trio.current_time() - started)
             self.counters["batches"] += 1
@@ -295,6 +294,15 @@ class RaftDriver:
         core.advance(ready)
         self._rearm.set()  # advancing can change the deadline too (a removed leader steps down)
 
+    async def _persist(self, ready: Ready) -> None:
+        """What must be on disk before anything of ``ready`` is sent or applied (one
+        attempt; ``until_stored`` shields it and tries again while the disk is full)."""
+        if ready.snapshot is not None:
+            await self._install(ready)
+        await self._db.write(lambda c: storage.save(c, ready))
+        if ready.snapshot is not None and self._files is not None:
+            self._files.adopt(ready.snapshot.meta, cast(Path, ready.snapshot.data))
+
     # -- snapshots -------------------------------------------------------------------------
 
     async def _install(self, ready: Ready) -> None:
@@ -320,10 +328,20 @@ class RaftDriver:
             return
         if self._applied - core.log.snapshot.index < self.snapshot_every:
             return
+        if trio.current_time() < self._compact_not_before:
+            return
         meta = core.snapshot_meta(self._applied)
         with trio.CancelScope(shield=True):
-            await self._snapshotter.take(self._files.path_for(meta))
-            await self._db.write(lambda c: storage.compact(c, meta))
+            try:
+                await self._snapshotter.take(self._files.path_for(meta))
+                await self._db.write(lambda c: storage.compact(c, meta))
+            except (DatabaseError, OSError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                log.warning("no room for a snapshot: the log is compacted later",
+                            extra={"index": meta.index, "why": str(exc)})
+                self._compact_not_before = trio.current_time() + COMPACT_RETRY_S
+                return
         core.compact(meta)
         self._files.adopt(meta)
         self.counters["snapshots_taken"] += 1

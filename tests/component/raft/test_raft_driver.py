@@ -4,6 +4,7 @@ leader, commit, fail over when the leader dies, and a restarted node catches up.
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ class Member:
         self.applied_index = 0
         self.driver: RaftDriver | None = None
         self.scope: trio.CancelScope | None = None
+        self.db: Database | None = None
 
     async def apply(self, entries: list[Entry]) -> list[object]:
         results: list[object] = []
@@ -58,7 +60,7 @@ async def start(nursery: trio.Nursery, net: MemoryNetwork, m: Member, seed: int)
         with trio.CancelScope() as scope:
             m.scope = scope
             transport = net.transport(ADDRESS[m.id])
-            db = Database(m.path)
+            db = m.db = Database(m.path)
             try:
                 router = StreamRouter(transport)
                 peers = PeerNet(m.id, transport, KEY, ADDRESS.get)
@@ -143,4 +145,38 @@ async def test_elect_commit_fail_over_and_catch_up(tmp_path: Path) -> None:
         assert (sample("blobstore_raft_leader_changes_total") or 0) >= 1
         assert (sample("blobstore_raft_entries_persisted_total") or 0) >= 20
         assert batches and all(size >= 0 and seconds >= 0 for size, seconds in batches)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_member_whose_disk_fills_up_stalls_and_then_catches_up(tmp_path: Path) -> None:
+    """Found by the fault campaign: a full disk failed the Raft log write and the node
+    died. Now the member stops acknowledging (it cannot persist), the others go on, and
+    it catches up, entry for entry, once there is room again."""
+    net = MemoryNetwork(random.Random(11), delay_s=(0.0005, 0.002))
+    members = {n: Member(n, tmp_path) for n in IDS}
+    async with net.running(), trio.open_nursery() as nursery:
+        for i, m in enumerate(members.values()):
+            await start(nursery, net, m, seed=i)
+        chief = await wait_leader(members)
+        assert chief.driver is not None
+        victim = next(m for m in members.values() if m is not chief)
+        assert victim.db is not None
+        tries = 0
+
+        async def full(fn: object) -> None:
+            nonlocal tries
+            tries += 1
+            raise sqlite3.OperationalError("database or disk is full")
+
+        victim.db.write = full  # type: ignore[method-assign]
+        for i in range(10):
+            await chief.driver.propose(f"f{i}".encode())
+        await trio.sleep(1.0)
+        assert tries >= 2 and len(victim.applied) < 10  # it kept trying, and alive
+        del victim.db.write  # room again
+        expected = [f"f{i}".encode() for i in range(10)]
+        with trio.fail_after(10):
+            while victim.applied != expected:
+                await trio.sleep(0.05)
+        assert all(m.applied == expected for m in members.values())
         nursery.cancel_scope.cancel()
