@@ -57,6 +57,7 @@ from node.store.db import Database
 from node.coordinator.service import Coordinator
 from node.net.router import StreamRouter
 from node.raft import storage as raft_storage
+from node.raft.bootstrap import TAG_FENCE
 from node.raft.metrics import RaftCollector
 from node.rpc.channel import DEFAULT_MAX_FRAME
 from node.rpc.peers import PeerNet
@@ -353,12 +354,17 @@ class Node:
         return gossip
 
     def _on_view(self, svc: Services, view: MembershipView) -> None:
-        """Publish a new membership view; rebuild the ring when placement would change."""
+        """Publish a new membership view; rebuild the ring when placement would change; heal
+        at once when a member came back with an empty disk."""
         before = {m.node_id: m for m in svc.membership.members}
         for member in view.members:
             old = before.get(member.node_id)
             if old is None or old.state is not member.state:
                 _log_transition(old, member)
+            fence = member.tags.get(TAG_FENCE)
+            if fence and member.state is MemberState.ALIVE and member.node_id != \
+                    self.config.node_id and (old is None or old.tags.get(TAG_FENCE) != fence):
+                svc.healer.wake()  # an empty Raft log: most likely an empty chunk store too
         placement = lambda v: {(m.node_id, m.weight, m.zone) for m in v.live()}
         changed = placement(view) != placement(svc.membership)
         svc.membership = view

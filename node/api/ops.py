@@ -37,7 +37,7 @@ async def cluster(svc: Services) -> Response:
                         "commit_index": status.commit_index,
                         "applied_index": status.applied_index, "this_node": status.role,
                         "voters": list(status.voters), "learners": list(status.learners),
-                        "match_index": status.match_index},
+                        "match_index": status.match_index, "fenced": status.fenced},
         "ring": {"epoch": svc.ring.epoch, "nodes": list(svc.ring.node_ids)},
         "replicas": {"configured": svc.config.replicas, "effective": target,
                      "write_quorum": required},

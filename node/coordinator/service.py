@@ -6,6 +6,14 @@ a node with Raft state simply resumes. Either way it then runs its
 ``RaftDriver`` and publishes ``raft=member`` in its gossip tags, which is how
 the leader learns that it can be added as a learner.
 
+A node that joins with empty Raft state may be a voter whose disk was replaced
+(same node id, nothing remembered): it starts *fenced* with a random value
+(``HardState.fence``), published as its ``fence`` tag, and neither votes nor
+stands until the leader's steward has admitted that value in the membership
+and the node holds that entry (``node.raft.core``). A new node goes the same
+way, harmlessly; the first voters of a group, which join their bootstrapper
+with empty logs too, do not (``node.raft.bootstrap``).
+
 While this node leads, the steward loop keeps the voter set healthy
 (``node.coordinator.steward``) and, once, writes the metadata's own bootstrap
 (the admin user and the token signing key) if nobody has yet. On a graceful
@@ -30,8 +38,8 @@ from node.meta.log import CommitObserver
 from node.meta.replicated import ReplicatedLog
 from node.meta.state import MetaState
 from node.raft import storage
-from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_GROUP, TAG_RAFT,
-                                 Bootstrap, Bootstrapper, Join, Wait)
+from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_FENCE, TAG_GROUP,
+                                 TAG_RAFT, Bootstrap, Bootstrapper, Join, Wait)
 from node.raft.core import ChangeInProgress, NotLeader, RaftConfig
 from node.raft.driver import RaftDriver
 from node.raft.messages import Membership
@@ -80,13 +88,15 @@ class Coordinator:
         #: Why this node is not in the Raft group yet (None once it runs).
         self.waiting: str | None = "starting"
         self._policy = Policy(replace_after_s=config.voter_replace_s)
+        self._founding = False
 
     def _new_tags(self, boot: str = "") -> dict[str, str]:
         tags = {TAG_RAFT: NEW, TAG_EXPECT: str(self.config.bootstrap_expect)}
         return {**tags, TAG_BOOT: boot} if boot else tags
 
-    def _member_tags(self) -> dict[str, str]:
-        return {TAG_RAFT: MEMBER, **({TAG_GROUP: self.group} if self.group else {})}
+    def _member_tags(self, fence: str | None = None) -> dict[str, str]:
+        return {TAG_RAFT: MEMBER, **({TAG_GROUP: self.group} if self.group else {}),
+                **({TAG_FENCE: fence} if fence else {})}
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         self.tags = tags
@@ -101,10 +111,12 @@ class Coordinator:
         if not self._has_state:
             if bootstrap is not None:  # a new group: a fresh id that no other group has
                 self.group = secrets.token_hex(8)
+            # Joining with an empty log, maybe a replaced disk: no votes until admitted. (The
+            # bootstrapper and the other first voters have never voted.)
+            fence = None if bootstrap is not None or self._founding else secrets.token_hex(8)
             group = self.group
-            if group is not None:
-                await self._raft_db.write(lambda conn: storage.save_group_id(conn, group))
-            self._set_tags(self._member_tags())
+            await self._raft_db.write(lambda conn: storage.save_start(conn, group, fence))
+            self._set_tags(self._member_tags(fence))
         driver = RaftDriver(self.config.node_id, self.raft_config, self._raft_db,
                             self._log.apply, self._peers, self._rng,
                             applied=self._state.applied_index, bootstrap=bootstrap,
@@ -120,7 +132,8 @@ class Coordinator:
             task_status.started()
 
     async def _decide(self) -> Membership | None:
-        """The first voter set if this node writes it; None if it joins (waits to be added)."""
+        """The first voter set if this node writes it; None if it joins (waits to be added;
+        ``self._founding`` says whether it is one of the first voters)."""
         cfg = self.config
         if cfg.starts_alone:
             log.info("starting a new cluster with this node as its only voter")
@@ -137,7 +150,9 @@ class Coordinator:
                     await trio.sleep(DECIDE_INTERVAL_S)
                     continue
                 self.group = groups.pop() if groups else None
-                log.info("joining the cluster as a learner",
+                self._founding = decision.founding
+                log.info("joining the cluster" if decision.founding else
+                         "joining the cluster (fenced: no vote until admitted)",
                          extra={"via": decision.via, "group": self.group})
                 return None
             # With --join and the default expect of 1 a node only ever joins: it must not
@@ -176,6 +191,8 @@ class Coordinator:
         down = DownTimes()
         while True:
             raft = self.driver.raft
+            if raft is not None and self.tags != (tags := self._member_tags(raft.fence)):
+                self._set_tags(tags)  # fenced after a restart, or admitted since
             view = self._view()
             members = raft.membership.members if raft is not None else frozenset()
             down_for = down.update(trio.current_time(), view, members)

@@ -6,7 +6,13 @@ this order:
 
 1. a member gossip sees alive, running Raft (tag ``raft=member``) and not in the
    membership joins as a **learner** (a new node, or one removed while it was
-   down): it receives the log but does not vote;
+   down): it receives the log but does not vote. A member that came back with an
+   empty log publishes a ``fence`` tag and is **admitted** under it first: in
+   the change that adds it, or, if it is a member already (a replaced disk), in a
+   change of nothing else. It votes again once it holds that entry
+   (``node.raft.core``). A voter is not demoted meanwhile: a voter that does not
+   vote costs the quorum what a demotion would, and demoting it could leave a
+   voter set without a live quorum (three voters, one down, one replaced);
 2. a voter gossip has reported dead or left for longer than ``replace_after_s``
    is **removed** when the voter set is full, so that a learner can take its
    place next;
@@ -28,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node.gossip.members import MembershipView, MemberState
-from node.raft.bootstrap import MEMBER, TAG_GROUP, TAG_RAFT
+from node.raft.bootstrap import MEMBER, TAG_FENCE, TAG_GROUP, TAG_RAFT
 from node.raft.messages import Membership
 
 MAX_VOTERS = 5
@@ -64,32 +70,42 @@ def plan(me: str, membership: Membership, matches: dict[str, int], commit_index:
     def long_down(node_id: str) -> bool:
         return node_id != me and down_for.get(node_id, 0.0) >= policy.replace_after_s
 
-    joining = sorted(m.node_id for m in view.members
-                     if m.state is MemberState.ALIVE and m.tags.get(TAG_RAFT) == MEMBER
-                     and m.node_id not in membership.members
-                     and (group is None or m.tags.get(TAG_GROUP) == group))
+    running = [m for m in view.members
+               if m.state is MemberState.ALIVE and m.tags.get(TAG_RAFT) == MEMBER
+               and m.node_id != me and (group is None or m.tags.get(TAG_GROUP) == group)]
+    fenced = sorted((m.node_id, fence) for m in running if (fence := m.tags.get(TAG_FENCE))
+                    and membership.fence_of(m.node_id) != fence)
+    if fenced:
+        node, fence = fenced[0]
+        if node in membership.members:
+            return Change(membership.admit(node, fence),
+                          f"{node} is back with an empty log (a replaced disk): admitted, it "
+                          f"votes again once it holds this entry")
+        return Change(membership.change(voters, learners | {node}).admit(node, fence),
+                      f"{node} joins as a learner")
+    joining = sorted(m.node_id for m in running if m.node_id not in membership.members)
     if joining:
         node = joining[0]
-        return Change(Membership(voters, learners | {node}), f"{node} joins as a learner")
+        return Change(membership.change(voters, learners | {node}), f"{node} joins as a learner")
     dead_voters = sorted(v for v in voters if long_down(v))
     healthy = sorted(n for n in learners if alive(n) and not long_down(n)
                      and matches.get(n, 0) + policy.catch_up_slack >= commit_index)
     if dead_voters and len(voters) >= policy.max_voters and healthy:
         node = dead_voters[0]
-        return Change(Membership(voters - {node}, learners),
+        return Change(membership.change(voters - {node}, learners),
                       f"voter {node} is down; making room for {healthy[0]}")
     if healthy and len(voters) < policy.max_voters:
         node = healthy[0]
-        return Change(Membership(voters | {node}, learners - {node}),
+        return Change(membership.change(voters | {node}, learners - {node}),
                       f"learner {node} is caught up: promoted to voter")
     if dead_voters and len(voters) - 1 >= 3:
         node = dead_voters[0]
-        return Change(Membership(voters - {node}, learners),
+        return Change(membership.change(voters - {node}, learners),
                       f"voter {node} has been down for {down_for[node]:.0f} s: removed")
     dead_learners = sorted(n for n in learners if long_down(n))
     if dead_learners:
         node = dead_learners[0]
-        return Change(Membership(voters, learners - {node}),
+        return Change(membership.change(voters, learners - {node}),
                       f"learner {node} has been down for {down_for[node]:.0f} s: removed")
     return None
 

@@ -26,6 +26,8 @@ class LogStatus:
     learners: tuple[str, ...] = ()
     #: Each follower's match index, as the leader knows it (empty on other nodes).
     match_index: dict[str, int] = field(default_factory=dict)
+    #: This node came back with an empty log and may not vote until it is admitted.
+    fenced: bool = False
 
 
 class MetadataLog(Protocol):

@@ -170,7 +170,8 @@ class ReplicatedLog:
                          applied_index=driver.applied, role=raft.role.value,
                          voters=tuple(sorted(raft.membership.voters)),
                          learners=tuple(sorted(raft.membership.learners)),
-                         match_index=dict(sorted(raft.progress().items())))
+                         match_index=dict(sorted(raft.progress().items())),
+                         fenced=raft.fenced)
 
     def _ready_driver(self) -> RaftDriver:
         if self.driver is None:

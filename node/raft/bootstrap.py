@@ -6,7 +6,12 @@ sees>``. A node with Raft state publishes ``raft=member``. Each node decides
 from its own membership view:
 
 * some live member already has Raft state: **join** the cluster through it
-  (as a learner; the leader promotes learners to voters as needed);
+  (as a learner; the leader promotes learners to voters as needed). A node
+  that joins this way starts fenced (no votes until the leader admits it,
+  ``node.raft.core``), because it may be a voter whose disk was replaced,
+  unless it was itself chosen for the first voter set while the group formed
+  (with ``expect`` > 1): then it never held Raft state, and fencing the first
+  voters would leave the group without a quorum that can elect;
 * fewer than ``expect`` new members with the same ``expect`` are visible: **wait**;
 * otherwise the voter set S is the ``expect`` lowest ids among them, and its
   lowest id L is the *bootstrapper*. L alone **bootstraps** (writes the one
@@ -37,6 +42,9 @@ TAG_BOOT = "boot"
 #: The Raft group a member belongs to (random, chosen by the bootstrapper): groups
 #: started apart under one cluster key never take each other's members or messages.
 TAG_GROUP = "group"
+#: Published while this member's Raft state is fenced (it joined with an empty log and has
+#: not been admitted yet): the value the leader admits (``Membership.admitted``).
+TAG_FENCE = "fence"
 NEW = "new"
 MEMBER = "member"
 
@@ -55,6 +63,9 @@ class Bootstrap:
 @dataclass(frozen=True, slots=True)
 class Join:
     via: tuple[str, ...]  # members with Raft state, to ask to add us as a learner
+    #: This node was chosen for the first voter set of the group it joins (it has never
+    #: voted or acknowledged anything): it need not be fenced.
+    founding: bool = False
 
 
 Decision = Wait | Bootstrap | Join
@@ -69,13 +80,14 @@ class Bootstrapper:
         self.settle_s = settle_s
         self._set: frozenset[str] = frozenset()
         self._since = 0.0
+        self._chosen = False
 
     def decide(self, now: float, view: MembershipView) -> Decision:
         live = view.live()
         members = tuple(sorted(m.node_id for m in live
                                if m.tags.get(TAG_RAFT) == MEMBER and m.node_id != self.node_id))
         if members:
-            return Join(members)
+            return Join(members, founding=self._chosen)
         new = sorted((m for m in live if _is_new(m, self.expect)), key=lambda m: m.node_id)
         if len(new) < self.expect:
             self._set = frozenset()
@@ -86,6 +98,8 @@ class Bootstrapper:
         lowest = chosen[0].node_id
         if voters != self._set:
             self._set, self._since = voters, now
+        # With expect 1 every node is a set of its own until it sees the others: no sign.
+        self._chosen = self._chosen or (self.expect > 1 and self.node_id in voters)
         if self.node_id != lowest:
             return Wait(f"{lowest} bootstraps", lowest)
         if any(m.tags.get(TAG_BOOT) != lowest for m in chosen if m.node_id != self.node_id):

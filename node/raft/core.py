@@ -27,6 +27,22 @@ Safety rests on the paper's rules; liveness and availability on these choices:
 * **Single-server membership changes** take effect when appended; one at a
   time, and only after the leader committed an entry of its own term.
 * **Leadership transfer** (dissertation 3.10) on graceful leave.
+* **A replaced disk** (a node back with an empty log under its old id): Raft's
+  safety rests on a voter remembering its votes and its acknowledged entries,
+  and such a node remembers neither. It starts *fenced* (``HardState.fence``, a
+  random value its driver chose): it neither votes (nor pre-votes) nor stands
+  until it holds an entry whose membership admits that fence
+  (``Membership.admitted``), which a leader appends once it learns of it. Then
+  its log holds everything committed before that entry, and in that entry's
+  term it counts as having voted for the leader that sent it. So no quorum
+  that elects a leader contains it while it lacks what it once acknowledged,
+  and an old acknowledgement the leader still counts is harmless. A leader that
+  sees a follower's log end before what the follower had acknowledged (only a
+  lost disk does that) forgets the follower's match index and refills it from
+  its real end. Not covered: a vote the old disk cast in a term above the one
+  it is admitted in (a candidate that reached nobody else, then retried in the
+  same term after the node was admitted: pre-vote and the leader lease make
+  that all but impossible).
 """
 
 from __future__ import annotations
@@ -76,6 +92,9 @@ class RaftConfig:
 class HardState:
     term: int
     voted_for: str | None
+    #: Set when the Raft state began empty on a node that joins an existing group: the
+    #: node does not vote or stand until a membership admits this value (then None).
+    fence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,8 @@ class _Progress:
     snapshot_sent_s: float | None = None
     last_heard_s: float = -1e18
     round_acked: int = 0
+    #: The round of the request whose acknowledgement set ``match_index``.
+    match_round: int = 0
 
 
 @dataclass(slots=True)
@@ -133,6 +154,7 @@ class Raft:
         self.log = RaftLog(snapshot, entries) if snapshot else RaftLog(entries=entries)
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
+        self.fence = hard_state.fence
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         #: Never below what the snapshot or the applied state machine proves committed.
@@ -140,7 +162,7 @@ class Raft:
         self._handed = self.commit_index  # committed entries given to the driver to apply
         self._persisted = self.log.last_index  # what the durable log is known to hold
         self._membership_index, self.membership = self.log.latest_membership()
-        self._hard_saved = HardState(self.term, self.voted_for)
+        self._hard_saved = hard_state
         self._ready = Ready()
         self._votes: set[str] = set()
         self._progress: dict[str, _Progress] = {}
@@ -155,12 +177,18 @@ class Raft:
         self.stats = {"elections": 0, "leader_changes": 0, "snapshots_sent": 0,
                       "snapshots_installed": 0}
         self._reset_election_timer(now)
+        self._maybe_admitted(self.membership)
 
     # -- what the driver reads --------------------------------------------------------------
 
     @property
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
+
+    @property
+    def fenced(self) -> bool:
+        """Whether this node waits to be admitted before it votes or stands again."""
+        return self.fence is not None
 
     def progress(self) -> dict[str, int]:
         """Followers' match indexes (leader only; empty otherwise)."""
@@ -176,7 +204,7 @@ class Raft:
 
     def ready(self) -> Ready:
         ready = self._ready
-        hard = HardState(self.term, self.voted_for)
+        hard = HardState(self.term, self.voted_for, self.fence)
         if hard != self._hard_saved:
             ready.hard_state = hard
         end = min(self.commit_index, self._persisted if self.role is not Role.LEADER
@@ -293,7 +321,7 @@ class Raft:
                 self._broadcast_append(now)
             return
         if now >= self._election_deadline_s:
-            if self.id in self.membership.voters:
+            if self.id in self.membership.voters and not self.fenced:
                 self._start_pre_vote(now)
             else:
                 self._reset_election_timer(now)
@@ -329,13 +357,14 @@ class Raft:
         elif isinstance(msg, SnapshotResponse):
             self._on_snapshot_response(now, msg)
         elif isinstance(msg, TimeoutNow):
-            if self.id in self.membership.voters and self.role is not Role.LEADER:
+            if self.id in self.membership.voters and self.role is not Role.LEADER \
+                    and not self.fenced:
                 self._start_election(now, transfer=True)
 
     # -- elections --------------------------------------------------------------------------
 
     def _reset_election_timer(self, now: float) -> None:
-        if self.membership.voters == {self.id}:
+        if self.membership.voters == {self.id} and not self.fenced:
             self._election_deadline_s = now  # alone: nobody else can lead, so do not wait
             return
         timeout = self.config.election_timeout_s
@@ -383,12 +412,12 @@ class Raft:
     def _on_vote_request(self, now: float, msg: VoteRequest) -> None:
         if msg.pre_vote:
             granted = msg.term > self.term and self._log_ok(msg.last_index, msg.last_term) \
-                and not self._in_lease(now)
+                and not self._in_lease(now) and not self.fenced
             self._send(VoteResponse(msg.term if granted else self.term, self.id, msg.source,
                                     granted, pre_vote=True))
             return
         granted = self.voted_for in (None, msg.source) and \
-            self._log_ok(msg.last_index, msg.last_term)
+            self._log_ok(msg.last_index, msg.last_term) and not self.fenced
         if granted:
             self.voted_for = msg.source
             self._reset_election_timer(now)
@@ -501,7 +530,7 @@ class Raft:
         progress.round_acked = max(progress.round_acked, msg.round)
         if msg.success:
             if msg.match_index > progress.match_index:
-                progress.match_index = msg.match_index
+                progress.match_index, progress.match_round = msg.match_index, msg.round
             progress.next_index = max(progress.next_index, progress.match_index + 1)
             progress.replicating = True
             self._maybe_commit()
@@ -511,9 +540,15 @@ class Raft:
             if progress.next_index <= self.log.last_index:
                 self._send_append(now, msg.source)
         elif msg.prev_index >= progress.match_index:
-            progress.replicating = False
+            if msg.conflict_term == 0 and msg.conflict_index <= progress.match_index \
+                    and msg.round > progress.match_round:
+                # Its log ends before what it acknowledged (in an earlier round, so this is
+                # no reordering): its disk was replaced. Those acknowledgements are void.
+                progress.match_index = progress.match_round = 0
+            was, progress.replicating = progress.next_index, False
             progress.next_index = self._backtrack(msg, progress)
-            self._send_append(now, msg.source)
+            if progress.next_index != was:
+                self._send_append(now, msg.source)  # else the same request would fail again
         self._serve_reads()
 
     def _backtrack(self, msg: AppendResponse, progress: _Progress) -> int:
@@ -639,6 +674,7 @@ class Raft:
         for entry in new:
             if entry.kind is EntryKind.MEMBERSHIP:
                 self._set_membership(entry.index, Membership.decode(entry.data))
+                self._maybe_admitted(self.membership)
         last_new = prev_index + len(entries)
         if msg.commit > self.commit_index:
             self.commit_index = max(self.commit_index, min(msg.commit, last_new))
@@ -676,7 +712,19 @@ class Raft:
         self.commit_index = max(self.commit_index, meta.index)
         self._handed = max(self._handed, meta.index)
         self._membership_index, self.membership = self.log.latest_membership()
+        self._maybe_admitted(meta.membership)
         self._send(SnapshotResponse(self.term, self.id, msg.source, meta.index))
+
+    def _maybe_admitted(self, membership: Membership) -> None:
+        """End the fence once this node holds a membership that admits it: its log now
+        holds everything committed before, and in this term a leader already reigns, so
+        it counts as having voted for it (it may have voted in this term before its disk
+        was replaced, and must not vote again)."""
+        if self.fence is None or membership.fence_of(self.id) != self.fence:
+            return
+        self.fence = None
+        if self.voted_for is None:
+            self.voted_for = self.leader
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -30,14 +30,25 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """Voters decide elections and commits; learners only receive the log."""
+    """Voters decide elections and commits; learners only receive the log.
+
+    ``admitted`` pairs a member with the fence its Raft state was created with
+    (``HardState.fence``): the leader's acknowledgement that this member came back
+    with an empty log (a new node, or a replaced disk). A member fenced with that
+    value may vote again once it holds an entry that carries the pair; the pair
+    stays in every later membership while the node is a member.
+    """
 
     voters: frozenset[str] = frozenset()
     learners: frozenset[str] = frozenset()
+    admitted: frozenset[tuple[str, str]] = frozenset()
 
     def __post_init__(self) -> None:
         if self.voters & self.learners:
             raise ValueError(f"both voter and learner: {sorted(self.voters & self.learners)}")
+        nodes = [node for node, _ in self.admitted]
+        if len(set(nodes)) != len(nodes) or not set(nodes) <= self.members:
+            raise ValueError("admitted names members, each once")
 
     @property
     def members(self) -> frozenset[str]:
@@ -46,21 +57,44 @@ class Membership:
     def quorum(self) -> int:
         return len(self.voters) // 2 + 1
 
+    def fence_of(self, node: str) -> str | None:
+        """The fence ``node`` was admitted with, if any."""
+        return next((fence for n, fence in self.admitted if n == node), None)
+
+    def admit(self, node: str, fence: str) -> Membership:
+        """The same members, with ``node`` (a member) admitted under ``fence``."""
+        kept = frozenset(pair for pair in self.admitted if pair[0] != node)
+        return Membership(self.voters, self.learners, kept | {(node, fence)})
+
+    def change(self, voters: frozenset[str], learners: frozenset[str]) -> Membership:
+        """New voters and learners; members that stay keep their admissions."""
+        members = voters | learners
+        return Membership(voters, learners,
+                          frozenset(pair for pair in self.admitted if pair[0] in members))
+
     def encode(self) -> bytes:
-        return json.dumps({"voters": sorted(self.voters),
-                           "learners": sorted(self.learners)}).encode()
+        body: dict[str, object] = {"voters": sorted(self.voters),
+                                   "learners": sorted(self.learners)}
+        if self.admitted:
+            body["admitted"] = dict(sorted(self.admitted))
+        return json.dumps(body).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Membership:
         """Raises ValueError for anything but the output of ``encode``."""
         body = json.loads(data)
-        if not isinstance(body, dict) or set(body) != {"voters", "learners"}:
-            raise ValueError("a membership has exactly voters and learners")
+        if not isinstance(body, dict) or not {"voters", "learners"} <= set(body) \
+                <= {"voters", "learners", "admitted"}:
+            raise ValueError("a membership has exactly voters and learners (and admissions)")
         lists = body["voters"], body["learners"]
         if not all(isinstance(ids, list) and all(isinstance(i, str) and i for i in ids)
                    for ids in lists):
             raise ValueError("voters and learners are lists of node ids")
-        return cls(frozenset(lists[0]), frozenset(lists[1]))
+        admitted = body.get("admitted", {})
+        if not isinstance(admitted, dict) or ("admitted" in body and not admitted) or \
+                not all(isinstance(fence, str) and fence for fence in admitted.values()):
+            raise ValueError("admitted maps node ids to fences (and is left out when empty)")
+        return cls(frozenset(lists[0]), frozenset(lists[1]), frozenset(admitted.items()))
 
 
 @dataclass(frozen=True, slots=True)

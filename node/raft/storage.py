@@ -1,4 +1,4 @@
-"""Raft's durable state in sqlite: term and vote, the log, the snapshot's meta.
+"""Raft's durable state in sqlite: term, vote and fence, the log, the snapshot's meta.
 
 The functions take a connection and run on the database's writer thread
 (``Database.write``); each ``save`` is one transaction, so one fsync covers a
@@ -18,7 +18,7 @@ from node.store.db import Connection, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raft_hard_state (
-    id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, voted_for TEXT);
+    id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER NOT NULL, voted_for TEXT, fence TEXT);
 CREATE TABLE IF NOT EXISTS raft_log (
     idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS raft_group (
@@ -42,12 +42,16 @@ class Stored:
 
 def create(conn: Connection) -> None:
     conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(raft_hard_state)")}
+    if "fence" not in columns:  # written before fences existed
+        conn.execute("ALTER TABLE raft_hard_state ADD COLUMN fence TEXT")
 
 
 def load(conn: Connection) -> Stored:
     create(conn)
-    row = conn.execute("SELECT term, voted_for FROM raft_hard_state WHERE id = 1").fetchone()
-    hard = HardState(row[0], row[1]) if row else HardState(0, None)
+    row = conn.execute("SELECT term, voted_for, fence FROM raft_hard_state WHERE id = 1"
+                       ).fetchone()
+    hard = HardState(row[0], row[1], row[2]) if row else HardState(0, None)
     row = conn.execute("SELECT idx, term, membership FROM raft_snapshot WHERE id = 1").fetchone()
     snapshot = SnapshotMeta(row[0], row[1], Membership.decode(row[2])) if row else None
     start = snapshot.index if snapshot else 0
@@ -77,9 +81,18 @@ def group_id(conn: Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def save_group_id(conn: Connection, group: str) -> None:
+def save_start(conn: Connection, group: str | None, fence: str | None) -> None:
+    """What a node with empty Raft state decided, in one transaction, before its driver
+    first runs: the group it belongs to (if known), and the fence it starts with (if it
+    joins an existing group: ``HardState.fence``)."""
+    create(conn)
     with write_transaction(conn):
-        conn.execute("INSERT OR REPLACE INTO raft_group (id, group_id) VALUES (1, ?)", (group,))
+        if group is not None:
+            conn.execute("INSERT OR REPLACE INTO raft_group (id, group_id) VALUES (1, ?)",
+                         (group,))
+        if fence is not None:
+            conn.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, voted_for, fence) "
+                         "VALUES (1, 0, NULL, ?)", (fence,))
 
 
 def save(conn: Connection, ready: Ready) -> None:
@@ -99,8 +112,9 @@ def save(conn: Connection, ready: Ready) -> None:
                 "INSERT OR REPLACE INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
                 [(e.index, e.term, int(e.kind), e.data) for e in entries])
         if ready.hard_state is not None:
-            conn.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, voted_for) "
-                         "VALUES (1, ?, ?)", (ready.hard_state.term, ready.hard_state.voted_for))
+            hard = ready.hard_state
+            conn.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, voted_for, fence) "
+                         "VALUES (1, ?, ?, ?)", (hard.term, hard.voted_for, hard.fence))
 
 
 def clear_log(conn: Connection) -> None:

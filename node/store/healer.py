@@ -1,7 +1,8 @@
 """Healing: every chunk on this node ends up on its owners, and only there.
 
-After every ring change (and every ``interval_s`` as a backstop) the healer
-walks the chunks on this node's disk. For each one it asks the owners
+After every ring change, when told that a member came back with an empty disk
+(``wake``), and every ``interval_s`` as a backstop, the healer walks the chunks
+on this node's disk. For each one it asks the owners
 (``chunk.check``, in batches) whether they hold a *verified* copy, sends the
 chunk to those that do not, and, when this node is not an owner itself and
 every owner has confirmed its copy, deletes the local one. Of the owners that
@@ -64,7 +65,13 @@ class Healer:
         #: Copies being sent to owners right now.
         self.in_flight = 0
         self.counters = {"copies_sent": 0, "copies_dropped": 0, "send_failed": 0}
+        self._woken = False
         peers.on_call("chunk.check", self._serve_check)
+
+    def wake(self) -> None:
+        """Start a pass soon: a member's disk may have been replaced (back under its old id
+        before gossip declared it dead, so the ring did not change) and lacks its copies."""
+        self._woken = True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -74,10 +81,10 @@ class Healer:
         retry_s = RETRY_S
         while True:
             ring = self._ring()
-            if ring.epoch != epoch:
+            if ring.epoch != epoch or self._woken:
                 retry_s = RETRY_S
-            if ring.epoch != epoch or trio.current_time() >= next_pass:
-                epoch = ring.epoch
+            if ring.epoch != epoch or self._woken or trio.current_time() >= next_pass:
+                epoch, self._woken = ring.epoch, False
                 try:
                     await self.heal_once()
                 except (OSError, InsufficientStorage) as exc:

@@ -6,7 +6,9 @@ The properties (Raft paper, figure 3), and how each is checked here:
   leading (after every event it processed), its term is booked; a second node
   leading a booked term, crashed or not, is a violation. The durable votes
   behind it are checked too: a disk's term never goes back, and its vote
-  never changes within a term.
+  never changes within a term; and a node never casts two ballots (a granted
+  vote, or its own as a candidate) in one term, even across a replaced disk
+  (``RaftSim.wipe``), which forgets its term and vote.
 * **Log Matching**: two logs with an entry of the same index and term hold the
   same entries up to it. Checked as two global tables over the whole run
   (including logs since truncated): (index, term) names one entry, and the term
@@ -26,9 +28,14 @@ The properties (Raft paper, figure 3), and how each is checked here:
   entries.
 * **Durability**: nothing acknowledged before it is on disk (an AppendResponse
   only for entries the disk holds, a granted vote only once the disk holds
-  it), and a committed entry survives any crashes: every quorum of the voters
-  (of the membership committed last, and of the current leader's) contains a
-  disk that holds it, so no election can lose it.
+  it); a leader commits an index only when a quorum of its voters' disks hold
+  it at that moment (an acknowledgement from before a disk was replaced does
+  not count); and a committed entry survives any crashes: every quorum of the
+  voters (of the membership committed last, and of the current leader's)
+  contains a disk that holds it, so no election can lose it. A replaced disk
+  that is still fenced (``HardState.fence``: it may not vote) counts as holding
+  everything in both checks: no quorum that elects a leader can contain it, and
+  once admitted it holds every entry before the admitting one.
 
 A violation raises ``SafetyViolation`` naming the property, the simulated time
 and the evidence. The pure checks (``LogMatching``, ``check_election_safety``,
@@ -228,6 +235,14 @@ def check_durable(prefixes: Mapping[str, int], index: int, membership: Membershi
             f"(durable prefixes: {dict(sorted(prefixes.items()))})")
 
 
+def _holds(disk: Disk, index: int, term: int | None) -> bool:
+    """Whether ``disk`` holds the entry (``index``, ``term``), in its log or its snapshot."""
+    if disk.snapshot is not None and disk.snapshot.index >= index:
+        return True
+    entry = disk.entries.get(index)
+    return entry is not None and entry.term == term
+
+
 def describe(entry: tuple[int, EntryKind, bytes]) -> str:
     term, kind, data = entry
     return f"(term {term}, {kind.name}, {data!r})"
@@ -278,6 +293,8 @@ class RaftChecker:
         self._configs: list[tuple[int, Membership]] = []  # committed memberships by index
         self._prefix: dict[str, int] = {}
         self._votes: dict[str, tuple[int, str | None]] = {}
+        #: (node, term) -> whom the node gave its one ballot of that term; kept across wipes.
+        self._ballots: dict[tuple[str, int], str] = {}
         self._since_scan = 0
         self._scanned: dict[str, tuple[SnapshotMeta, list[Entry]]] = {}
         sim.on_event.append(self._on_event)
@@ -285,6 +302,7 @@ class RaftChecker:
         sim.on_apply.append(self._on_apply)
         sim.on_install.append(self._on_install)
         sim.on_crash.append(self._on_crash)
+        sim.on_wipe.append(self._on_wipe)
 
     @property
     def steps(self) -> int:
@@ -363,6 +381,8 @@ class RaftChecker:
                     f"{index} with term {term} {data!r}, but {known.by} committed term "
                     f"{known.term} {known.data!r} there in term {known.commit_term}")
         self.stats.committed = len(self.committed)
+        if raft.role is Role.LEADER:
+            self._check_commit_quorum(node_id, raft, end)
         if fresh:
             for other in self.sim.nodes.values():
                 r = other.raft
@@ -370,6 +390,21 @@ class RaftChecker:
                     self._count("leader completeness",
                                 self._guard(check_leader_completeness, other.id, r.term,
                                             r.log, fresh))
+
+    def _check_commit_quorum(self, node_id: str, raft: Raft, index: int) -> None:
+        """The leader ``node_id`` just committed ``index``: a quorum of its voters' disks
+        hold it now (acknowledgements are durable, and only a replaced disk loses them) or
+        are fenced (replaced, not admitted yet: in no electing quorum, see ``check_durable``,
+        and once admitted they hold everything before the admitting entry)."""
+        self._count("commit quorum")
+        term = raft.log.term_at(index)
+        holders = sorted(v for v in raft.membership.voters if v in self.sim.nodes and (
+            _holds(disk := self.sim.nodes[v].disk, index, term) or disk.hard_state.fence))
+        if len(holders) < raft.membership.quorum():
+            raise self.fail(
+                f"Durability: {node_id} (term {raft.term}) committed index {index} but only "
+                f"the disks of {holders} hold it, not a quorum of voters "
+                f"{sorted(raft.membership.voters)}")
 
     # -- durable writes ----------------------------------------------------------------------
 
@@ -398,6 +433,8 @@ class RaftChecker:
                 self._guard(self.matching.link, owner, entry.index, entry.term, after)
         if ready.hard_state is not None:
             self._check_vote(node.id, ready.hard_state.term, ready.hard_state.voted_for)
+            if ready.hard_state.voted_for == node.id:
+                self._ballot(node.id, ready.hard_state.term, node.id)
         self._check_acks(node, ready)
 
     def _check_vote(self, node_id: str, term: int, voted_for: str | None) -> None:
@@ -409,6 +446,14 @@ class RaftChecker:
             raise self.fail(f"{node_id} voted twice in term {term}: for {old_vote}, then for "
                             f"{voted_for}")
         self._votes[node_id] = (term, voted_for)
+
+    def _ballot(self, node_id: str, term: int, candidate: str) -> None:
+        """``node_id`` votes for ``candidate`` in ``term``: its only ballot of that term."""
+        self._count("one ballot per term")
+        first = self._ballots.setdefault((node_id, term), candidate)
+        if first != candidate:
+            raise self.fail(f"Election Safety: {node_id} voted twice in term {term}: for "
+                            f"{first}, then (its disk replaced since) for {candidate}")
 
     def _check_acks(self, node: SimNode, ready: Ready) -> None:
         """What ``ready.messages`` promise must already be on disk.
@@ -429,9 +474,12 @@ class RaftChecker:
                                 f"but its disk is at term {hard.term}")
             if msg.term < hard.term:
                 continue
-            if isinstance(msg, VoteResponse) and msg.granted and hard.voted_for != msg.dest:
-                raise self.fail(f"{node.id} grants its vote in term {msg.term} to {msg.dest} "
-                                f"but its disk says it voted for {hard.voted_for}")
+            if isinstance(msg, VoteResponse) and msg.granted:
+                if hard.voted_for != msg.dest:
+                    raise self.fail(f"{node.id} grants its vote in term {msg.term} to "
+                                    f"{msg.dest} but its disk says it voted for "
+                                    f"{hard.voted_for}")
+                self._ballot(node.id, msg.term, msg.dest)
             if isinstance(msg, AppendResponse) and msg.success:
                 for index in range(max(msg.prev_index, si) + 1, msg.match_index + 1):
                     self._count("durable before sent")
@@ -484,6 +532,13 @@ class RaftChecker:
     def _on_crash(self, node: SimNode) -> None:
         self.scan()
 
+    def _on_wipe(self, node: SimNode) -> None:
+        """A new, empty disk: what was known of the old one no longer holds (the ballots
+        it cast do: the node must not cast another in those terms)."""
+        self._votes.pop(node.id, None)
+        self._prefix.pop(node.id, None)
+        self._scanned.pop(node.id, None)
+
     def scan(self) -> None:
         """Log Matching over every up node's in-memory log, then durability. (Disks are
         checked at every write, and scanned whole by ``finish``.)"""
@@ -528,11 +583,15 @@ class RaftChecker:
                                                    self._prefix.get(node.id, 0))
         self._count("durability", len(self.sim.nodes))
         index = self.commit_max
-        self._guard(check_durable, self._prefix, index, self._configs[-1][1],
+        # A fenced disk (replaced, not yet admitted) cannot take part in an election: no
+        # quorum that elects a leader contains it, so it counts as holding everything.
+        prefixes = {**self._prefix, **{n.id: index for n in self.sim.nodes.values()
+                                       if n.disk.hard_state.fence is not None}}
+        self._guard(check_durable, prefixes, index, self._configs[-1][1],
                     f" (committed at {self._configs[-1][0]})")
         leader = self.sim.leader()
         if leader is not None and leader.raft.membership != self._configs[-1][1]:
-            self._guard(check_durable, self._prefix, index, leader.raft.membership,
+            self._guard(check_durable, prefixes, index, leader.raft.membership,
                         f" (in {leader.id}'s log)")
 
     def finish(self) -> None:

@@ -22,8 +22,8 @@ order): ``on_event(node)`` after every input a node processed, ``on_persist(node
 ready)`` once a Ready is durable, ``on_apply(node, entry)`` per applied entry,
 ``on_install(node, meta)`` when a snapshot from the leader replaced the state
 machine, ``on_read(node, read_state)`` when a ReadIndex answer comes out,
-``on_crash(node)`` and ``on_restart(node)``. ``schedule(at_s, action)`` runs an
-action at a simulated time.
+``on_crash(node)``, ``on_wipe(node)`` (its disk was replaced by an empty one) and
+``on_restart(node)``. ``schedule(at_s, action)`` runs an action at a simulated time.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class SimStats:
     dropped: int = 0
     duplicated: int = 0
     crashes: int = 0
+    wipes: int = 0
     restarts: int = 0
     snapshots_taken: int = 0
     snapshots_installed: int = 0
@@ -162,6 +163,7 @@ class RaftSim:
         self.on_install: list[Callable[[SimNode, SnapshotMeta], None]] = []
         self.on_read: list[Callable[[SimNode, ReadState], None]] = []
         self.on_crash: list[Callable[[SimNode], None]] = []
+        self.on_wipe: list[Callable[[SimNode], None]] = []
         self.on_restart: list[Callable[[SimNode], None]] = []
         self._heap: list[tuple[float, int, str, str, object]] = []
         self._order = 0
@@ -202,6 +204,23 @@ class RaftSim:
         self._tick_at.pop(node_id, None)
         for hook in self.on_crash:
             hook(node)
+
+    def wipe(self, node_id: str) -> None:
+        """A replaced disk: crash ``node_id`` (if up) and give it an empty disk, which
+        ``restart`` then starts from, with the same node id. The new disk holds only a
+        fence, as the coordinator writes it for a node that joins with an empty log
+        (``node.coordinator.service``); ``fence_of`` names it."""
+        self.crash(node_id)
+        node = self.nodes[node_id]
+        node.disk = Disk(hard_state=HardState(0, None, f"{node_id}.{self.stats.wipes + 1}"))
+        self._snapshots[node_id] = {}
+        self.stats.wipes += 1
+        for hook in self.on_wipe:
+            hook(node)
+
+    def fence_of(self, node_id: str) -> str | None:
+        """The fence on ``node_id``'s disk: it may not vote until a membership admits it."""
+        return self.nodes[node_id].disk.hard_state.fence
 
     def restart(self, node_id: str) -> None:
         node = self.nodes[node_id]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from node.raft.core import ChangeInProgress, NotLeader, RaftConfig, Role
-from node.raft.messages import Membership
+from node.raft.messages import AppendResponse, Membership, VoteResponse
 from node.testing.linearizability import Verdict
 from node.testing.raft_checks import RaftChecker
 from node.testing.raft_clients import KvClients
@@ -52,7 +52,7 @@ FIVE = ("a", "b", "c", "d", "e")
 #: Simulated seconds of faults before a scenario heals.
 CHAOS_S = 15.0
 FIXED_SEED_TESTS = ("test_a_follower_never_acknowledges", "test_a_snapshot_over_a_longer",
-                    "test_a_leader_that_removes_itself")
+                    "test_a_leader_that_removes_itself", "test_a_replaced_disk_")
 
 
 def seeds_for(default: int) -> list[int]:
@@ -473,17 +473,23 @@ def reconfigure(w: World, step: str, change: Callable[[Membership], Membership |
 
 def add_learner(node_id: str) -> Callable[[Membership], Membership | None]:
     return lambda m: None if node_id in m.members else \
-        Membership(m.voters, m.learners | {node_id})
+        m.change(m.voters, m.learners | {node_id})
 
 
 def promote(node_id: str) -> Callable[[Membership], Membership | None]:
     return lambda m: None if node_id in m.voters else \
-        Membership(m.voters | {node_id}, m.learners - {node_id})
+        m.change(m.voters | {node_id}, m.learners - {node_id})
 
 
 def remove(node_id: str) -> Callable[[Membership], Membership | None]:
     return lambda m: None if node_id not in m.members else \
-        Membership(m.voters - {node_id}, m.learners - {node_id})
+        m.change(m.voters - {node_id}, m.learners - {node_id})
+
+
+def admit(node_id: str, fence: str) -> Callable[[Membership], Membership | None]:
+    """What the leader's steward does for a member back with an empty log (a replaced
+    disk), once gossip shows its fence."""
+    return lambda m: None if m.fence_of(node_id) == fence else m.admit(node_id, fence)
 
 
 def catch_up(w: World, node_id: str, limit_s: float = 5.0) -> None:
@@ -594,6 +600,94 @@ def test_membership_changes(seeds: list[int], request: pytest.FixtureRequest) ->
     5-12 entries, so new members catch up by InstallSnapshot."""
     run(seeds, request, membership_changes, "membership changes", voters=("a", "b", "c"),
         options=lambda seed: {"snapshot_every": 5 + seed % 8})
+
+
+# -- scenarios: replaced disks ----------------------------------------------------------
+
+
+class Admitter:
+    """The leader's steward for nodes back with an empty disk (node.coordinator.steward):
+    some time after such a node restarts (gossip has to carry its fence tag), ask the
+    leader to admit its fence, and again every 0.2 s until the node holds an admitting
+    entry (a leader may lose the entry, or there may be none for a while)."""
+
+    def __init__(self, w: World, delay_s: tuple[float, float] = (0.1, 1.0)) -> None:
+        self.w = w
+        self.delay_s = delay_s
+        self.pending: dict[str, str] = {}
+        self.admitted = 0
+        w.sim.on_restart.append(self._on_restart)
+
+    def _on_restart(self, node: SimNode) -> None:
+        sim = self.w.sim
+        fence = sim.fence_of(node.id)
+        if fence is not None and self.pending.get(node.id) != fence:
+            self.pending[node.id] = fence
+            sim.schedule(sim.now + self.w.faults.uniform(*self.delay_s),
+                         lambda: self._try(node.id, fence))
+
+    def _try(self, node_id: str, fence: str) -> None:
+        sim = self.w.sim
+        if self.pending.get(node_id) != fence:
+            return  # replaced again since: a new fence, a new chain
+        if sim.fence_of(node_id) != fence:
+            del self.pending[node_id]
+            self.admitted += 1
+            return
+        leader = sim.leader()
+        if leader is not None and sim.nodes[node_id].up and \
+                leader.raft.membership.fence_of(node_id) != fence:
+            try:
+                sim.call(leader.id, lambda raft, now: raft.change_membership(
+                    now, raft.membership.admit(node_id, fence)))
+            except (NotLeader, ChangeInProgress):
+                pass
+        sim.schedule(sim.now + 0.2, lambda: self._try(node_id, fence))
+
+
+def replaced_disks(w: World) -> None:
+    """Disks replaced (the leader's 30% of the time), each back after 0.05-2 s, with
+    crashes, partitions and heals between; at most two voters down or not yet admitted
+    at once, so three can always elect once the network heals."""
+    sim, rng = w.sim, w.faults
+    w.start()
+    admitter = Admitter(w)
+    end = sim.now + CHAOS_S
+    while sim.now < end:
+        out = {n for n in sim.nodes if not sim.nodes[n].up or sim.fence_of(n) is not None}
+        kind = rng.choice(["wipe", "wipe", "crash", "partition", "heal"])
+        if kind in ("wipe", "crash") and len(out) <= 1:
+            leader = sim.leader()
+            up = [n for n in sorted(sim.nodes) if n not in out]
+            victim = leader.id if leader is not None and leader.id in up and \
+                rng.random() < 0.3 else rng.choice(up)
+            if kind == "wipe":
+                sim.wipe(victim)
+            else:
+                sim.crash(victim)
+            sim.schedule(sim.now + rng.uniform(0.05, 2.0), lambda v=victim: sim.restart(v))
+            w.figures.extra["disks replaced" if kind == "wipe" else "plain crashes"] += 1
+        elif kind == "partition":
+            random_partition(w)
+        else:
+            sim.heal()
+        sim.run_for(rng.uniform(0.3, 2.0))
+    w.heal()
+    still = sorted(n for n in sim.nodes if sim.fence_of(n) is not None)
+    assert not still, w.why(f"{still} never admitted after healing")
+    w.figures.extra["admitted"] += admitter.admitted
+    final = sim.leader()
+    assert final is not None and final.raft.membership.voters == set(FIVE), w.why(
+        f"voters after healing: {final.raft.membership if final else None}")
+
+
+@pytest.mark.parametrize("seeds", chunked(16, 2))
+def test_replaced_disks(seeds: list[int], request: pytest.FixtureRequest) -> None:
+    """Voters come back with empty disks under their old ids, under load, crashes and
+    partitions. Fenced until admitted, they never vote twice in a term, every commit is on
+    a quorum of disks (a fenced one counts: it is in no electing quorum), and each is
+    refilled and admitted. Odd seeds compact, so some catch up by InstallSnapshot."""
+    run(seeds, request, replaced_disks, "replaced disks", options=compaction_on_odd_seeds)
 
 
 # -- scenarios: leadership transfer -----------------------------------------------------
@@ -836,3 +930,118 @@ def test_a_leader_that_removes_itself_steps_down_cleanly(
     assert leader.raft.role is Role.FOLLOWER, w.why(f"{leader.id} still {leader.raft.role}")
     after = sim.leader()
     assert after is not None and after.id in without.voters, w.why("no leader after")
+
+
+def test_a_replaced_disk_never_votes_again_in_a_term_it_voted_in(
+        request: pytest.FixtureRequest) -> None:
+    """A voter with a replaced disk came back with term 0 and no vote, and granted its vote
+    in a term it had voted in before: "a voted twice in term 2: for a, then (its disk
+    replaced since) for e" (seed 0; every seed of 0-7 failed so, on the core of b173389).
+    Without that check: "Election Safety: a and e both led term 2", and the second leader
+    overwrote entries the first had committed: "Log Matching: two entries at index 4 term
+    2: a's disk has COMMAND b'before=0', e's disk has COMMAND b'e=12'".
+
+    One side ({victim, p, q}) elects a leader in a new term with the victim's vote and
+    commits entries; the victim's disk is replaced, and it comes back on the other side
+    with the old leader and one follower, who stand in that same term. Fenced now, it
+    grants nothing there, so that side cannot elect; on healing it is admitted and votes
+    again."""
+    for seed in range(8):
+        w = World(seed, request.node.nodeid, clients=0)
+        sim = w.sim
+        try:
+            sim.run_for(3.0)
+            old = sim.leader()
+            assert old is not None, w.why("no first leader")
+            victim, p, q, r = sorted(set(sim.nodes) - {old.id})
+            sim.partition({victim, p, q}, {old.id, r})
+            sim.run_until(sim.now + 10.0, until=lambda: (
+                (leader := sim.leader()) is not None and leader.id in (victim, p, q)))
+            new = sim.leader()
+            assert new is not None and new.id in (victim, p, q), w.why("no second leader")
+            term = new.raft.term
+            for i in range(3):
+                sim.propose(new.id, f"before={i}".encode())
+                sim.run_for(0.05)
+            voted = sim.nodes[victim].disk.hard_state
+            assert voted.term == term and voted.voted_for is not None, w.why(
+                f"{victim} did not vote in term {term}: {voted}")
+            sim.wipe(victim)
+            sim.restart(victim)
+            fence = sim.fence_of(victim)
+            assert fence is not None
+            granted = Counter[str]()
+            sim.on_persist.append(lambda node, ready: granted.update(
+                f"{type(m).__name__}{' (pre-vote)' if getattr(m, 'pre_vote') else ''}"
+                for m in ready.messages if node.id == victim
+                and isinstance(m, (VoteResponse,)) and m.granted))
+            elections = len(w.checker.leaders)
+            sim.partition({old.id, r, victim}, {p, q})
+            end = sim.now + 5.0
+            while sim.now < end:
+                for node in w.up():
+                    if node.raft.role is Role.LEADER:
+                        sim.propose(node.id, f"{node.id}={sim.now:.2f}".encode())
+                sim.run_for(0.05)
+            assert not granted, w.why(f"{victim}, fenced, granted {dict(granted)}")
+            assert len(w.checker.leaders) == elections, w.why(
+                f"a side with a fenced voter elected: {w.checker.leaders}")
+            sim.heal()
+            assert reconfigure(w, "admit", admit(victim, fence)), w.why("not admitted")
+            sim.run_for(1.0)
+            assert sim.fence_of(victim) is None, w.why(f"{victim} still fenced")
+            leader = sim.leader()
+            assert leader is not None, w.why("no leader after healing")
+            w.probe(leader.id)
+            w.checker.finish()
+        except BaseException as exc:
+            exc.add_note(f"seed={seed}; replay: .venv/bin/pytest -s '{request.node.nodeid}'")
+            raise
+
+
+def test_a_replaced_disk_is_refilled_from_its_real_end(request: pytest.FixtureRequest) -> None:
+    """The leader kept the match index the old disk had reached. The new, empty log
+    rejected the next append; the leader backed off to match + 1, the same request, and
+    sent it again at once, for ever: "a holds 0 of 7 after 1 s (519 rejections)", 55,314
+    rejections in 10 s, until another leader or a compaction past that index. And the old
+    acknowledgement counted: "Durability: e (term 1) committed index 7 but only the disks
+    of ['b', 'e'] hold it" (seeds 0-2 on the core of b173389).
+
+    The leader reaches only the victim, which acknowledges 5 entries no one else has; its
+    disk is replaced; then the leader reaches one more voter, later everyone."""
+    for seed in range(3):
+        w = World(seed, request.node.nodeid, clients=0)
+        sim = w.sim
+        try:
+            sim.run_for(3.0)
+            leader = sim.leader()
+            assert leader is not None, w.why("no first leader")
+            victim, *others = sorted(set(sim.nodes) - {leader.id})
+            for other in others:
+                sim.block(leader.id, other)
+            entries = [sim.propose(leader.id, f"k={i}".encode()) for i in range(5)]
+            sim.run_for(0.05)
+            last = entries[-1]
+            assert last is not None and leader.raft.progress()[victim] == last.index, \
+                w.why(f"{victim} did not acknowledge {last}: {leader.raft.progress()}")
+            rejections = Counter[str]()
+            sim.on_persist.append(lambda node, ready: rejections.update(
+                node.id for m in ready.messages if node.id == victim
+                and isinstance(m, AppendResponse) and not m.success))
+            sim.wipe(victim)
+            sim.restart(victim)
+            sim.unblock(leader.id, others[0])
+            sim.run_for(1.0)
+            assert sim.leader() is leader, w.why("the leader changed")
+            held = sim.nodes[victim].raft.log.last_index
+            assert held == leader.raft.log.last_index, w.why(
+                f"{victim} holds {held} of {leader.raft.log.last_index} after 1 s "
+                f"({rejections[victim]} rejections)")
+            assert rejections[victim] <= 2, w.why(f"{rejections[victim]} rejections")
+            assert leader.raft.progress()[victim] == held
+            sim.heal()
+            w.probe(leader.id)
+            w.checker.finish()
+        except BaseException as exc:
+            exc.add_note(f"seed={seed}; replay: .venv/bin/pytest -s '{request.node.nodeid}'")
+            raise

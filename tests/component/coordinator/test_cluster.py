@@ -3,11 +3,13 @@
 They form one coordinator group from ``--bootstrap-expect 3`` in any start
 order, forward writes from any node to the leader, fail over when the leader
 is cancelled (a crash), answer 503 without a quorum, take new nodes as
-learners and promote them, and hand leadership over on a graceful stop.
+learners and promote them, hand leadership over on a graceful stop, and take
+back a voter whose disk was replaced.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,40 @@ async def test_new_nodes_join_as_learners_promoted_up_to_five_and_replace_dead_v
         print(f"\ndead voter replaced {took:.1f} s after the crash")
         assert set(status(leader).voters) == set(c.nodes)
         assert await create(leader, headers, "after-replacement") == 201
+
+
+async def test_a_voter_whose_disk_was_replaced_is_fenced_refilled_admitted_and_votes_again(
+        tmp_path: Path) -> None:
+    """Killed, its data dir deleted, restarted with the same node id: it joins with an
+    empty log, fenced (no vote) until the leader admits it, is refilled, and is a voter
+    like the others again. (Before fences it stayed empty: the leader kept the match index
+    of the old disk and asked it for the same entry over and over.)"""
+    async with cluster(tmp_path) as c:
+        await three(c)
+        leader = await c.leader()
+        headers = await leader.admin_headers()
+        for i in range(5):
+            assert await create(leader, headers, f"before-{i}") == 201
+        name = leader.node.config.node_id
+        victim = next(n for n in c.nodes if n != name)
+        c.crash(victim)
+        await trio.sleep(0.2)
+        shutil.rmtree(tmp_path / victim)
+        back = await c.start(victim, bootstrap_expect=3)
+        expected = {f"before-{i}" for i in range(5)}
+        took = await eventually(f"{victim} refilled and admitted", lambda: (
+            not status(back).fenced and healthy_now(back)
+            and set(back.services.state.view.containers) >= expected), 20.0)
+        print(f"\nreplaced disk: refilled and admitted {took:.2f} s after the restart")
+        assert status(leader).voters == ("n1", "n2", "n3")
+        await eventually("its fence tag gone from every view", lambda: all(
+            "fence" not in m.tags for h in c.live() for m in h.services.membership.members))
+        # It votes again: with the leader gone, the other two elect one of them.
+        c.crash(name)
+        await eventually("a new leader", lambda: c.agreed_leader() not in (None, name))
+        for h in c.live():
+            assert expected <= await names(h, headers)
+            assert await create(h, headers, f"after-{h.node.config.node_id}") == 201
 
 
 def healthy_now(h: NodeHandle) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,3 +188,27 @@ async def test_two_of_three_copies_flipped_reads_stay_right_and_a_scrub_pass_hea
             assert await get(h, headers, "rot", "r.bin") == data
         # A second pass finds nothing.
         assert await c.nodes["n1"].services.scrubber.scrub_once() == 0
+
+
+async def test_a_node_whose_disk_was_replaced_gets_its_copies_back_at_once(
+        tmp_path: Path) -> None:
+    """Killed, its data dir deleted and restarted under its id before gossip declared it
+    dead: the ring never changed, so no healing pass ran until the backstop (heal_interval_s,
+    10 min by default) and the blob had one copy less all that time. A member back with an
+    empty log (its fence tag) now wakes every healer."""
+    async with cluster(tmp_path) as c:
+        first, headers = await started(c, 3, "wipe")
+        data = os.urandom(3 * CHUNK)
+        assert (await first.put_blob("wipe", "x.bin", data, headers)).status_code == 201
+        digests = [hashlib.sha256(data[i:i + CHUNK]).digest() for i in range(0, len(data), CHUNK)]
+        assert all(holders(c.nodes, d) == {"n1", "n2", "n3"} for d in digests)
+        epoch = first.services.ring.epoch
+        c.crash("n3")
+        shutil.rmtree(tmp_path / "n3")
+        back = await c.start("n3", chunk_size=CHUNK, replicas=3)
+        took = await eventually("n3 holds its copies again", lambda: all(
+            back.services.chunks.path_for(d).exists() for d in digests), 10.0)
+        print(f"\nreplaced disk: copies back {took:.2f} s after the restart (ring epoch "
+              f"{epoch} -> {first.services.ring.epoch})")
+        assert back.services.chunk_io.counters["read_repairs"] == 0  # nobody read them
+        assert await get(back, headers, "wipe", "x.bin") == data

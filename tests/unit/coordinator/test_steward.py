@@ -488,7 +488,9 @@ def random_view(rng: random.Random) -> tuple[MembershipView, dict[str, float]]:
         if rng.random() < 0.15:
             continue  # unknown to gossip
         state = rng.choice(STATES)
-        members.append(member(node_id, state, raft=rng.random() < 0.8))
+        fence = rng.choice(["f1", "f2"]) if rng.random() < 0.2 else None  # an empty log
+        members.append(member(node_id, state, raft=rng.random() < 0.8, tags=MappingProxyType(
+            {"raft": "member", "fence": fence}) if fence else None))
         if state in (DEAD, LEFT):
             down[node_id] = rng.choice([0.0, 5.0, 29.9, 30.0, 45.0, 1000.0])
     return view(*members), down
@@ -528,9 +530,19 @@ def test_invariants_hold_when_plan_is_applied_repeatedly(seed: int) -> None:
         changes += 1
         assert new != membership, change
         assert len(new.voters ^ membership.voters) <= 1, (membership, change)
-        # A single-server change: one node joins, leaves, or changes role.
-        assert len(new.members ^ membership.members) + len(
-            (new.voters & membership.learners) | (new.learners & membership.voters)) == 1
+        # A single-server change: one node joins, leaves, or changes role; or, the members
+        # the same, one is admitted (the fence of its empty log acknowledged).
+        moved = len(new.members ^ membership.members) + len(
+            (new.voters & membership.learners) | (new.learners & membership.voters))
+        admitted = new.admitted - membership.admitted
+        assert moved == 1 or (moved == 0 and len(admitted) == 1), (membership, change)
+        fences = {m.node_id: m.tags.get("fence") for m in v.members if m.state is ALIVE}
+        for node, fence in admitted:
+            assert fences.get(node) == fence and node != me, change
+        # Members that stay keep their admissions (but for a new fence of the one admitted).
+        again = {node for node, _ in admitted}
+        assert {(n, f) for n, f in membership.admitted
+                if n in new.members and n not in again} <= new.admitted
         assert new.voters, change
         assert len(new.voters) <= max(policy.max_voters, len(membership.voters))
         assert len(new.voters) <= MAX_VOTERS
@@ -566,6 +578,68 @@ def test_expected_members_missing_from_the_view_count_as_down() -> None:
     assert change is not None and "n3" not in change.membership.voters
     back = MembershipView(tuple(alive("n1", "n2", "n3")))
     assert times.update(61.0, back, {"n1", "n2", "n3"}) == {}
+
+
+# -- empty logs: admitting a fence ---------------------------------------------------------
+
+
+def fenced(node_id: str, fence: str = "f1", **extra: str) -> Member:
+    return member(node_id, tags=MappingProxyType({"raft": "member", "fence": fence, **extra}))
+
+
+def test_a_voter_back_with_an_empty_log_is_admitted_and_stays_a_voter() -> None:
+    change = step(ms({"n1", "n2", "n3"}), [*alive("n1", "n2"), fenced("n3")])
+    assert change is not None
+    assert change.membership == ms({"n1", "n2", "n3"}).admit("n3", "f1")
+    assert "n3" in change.why and "empty log" in change.why
+    # Admitted: nothing more to do while its tag lingers in gossip.
+    assert step(change.membership, [*alive("n1", "n2"), fenced("n3")]) is None
+    # Its disk is replaced again: a new fence, admitted in place of the old one.
+    again = step(change.membership, [*alive("n1", "n2"), fenced("n3", "f2")])
+    assert again is not None and again.membership.admitted == {("n3", "f2")}
+
+
+def test_a_learner_back_with_an_empty_log_is_admitted_before_it_is_promoted() -> None:
+    change = step(ms({"n1", "n2"}, {"n3"}), [*alive("n1", "n2"), fenced("n3")])
+    assert change is not None and change.membership == ms({"n1", "n2"}, {"n3"}).admit("n3", "f1")
+    promoted = step(change.membership, [*alive("n1", "n2"), fenced("n3")])
+    assert promoted is not None and promoted.membership == ms(
+        {"n1", "n2", "n3"}).admit("n3", "f1")
+
+
+def test_a_new_node_joins_as_a_learner_admitted_with_its_fence() -> None:
+    change = step(ms({"n1"}), [*alive("n1"), fenced("n2")])
+    assert change is not None and change.membership == ms({"n1"}, {"n2"}).admit("n2", "f1")
+    assert "learner" in change.why
+
+
+def test_admission_comes_first_and_changes_keep_admissions() -> None:
+    membership = ms({"n1", "n2", "n3", "n4"}, {"n5"}).admit("n5", "f0")
+    members = [*alive("n1", "n2", "n4", "n5", "n6"), fenced("n3"), dead("n9")]
+    change = step(membership, members)  # before n6 joins and n5 is promoted
+    assert change is not None and change.membership.admitted == {("n5", "f0"), ("n3", "f1")}
+    change = step(change.membership, members)
+    assert change is not None and change.membership.learners == {"n5", "n6"}
+    assert change.membership.admitted == {("n5", "f0"), ("n3", "f1")}
+    change = step(change.membership, members)
+    assert change is not None and change.membership.voters == {"n1", "n2", "n3", "n4", "n5"}
+    assert change.membership.admitted == {("n5", "f0"), ("n3", "f1")}
+
+
+def test_a_removed_member_loses_its_admission() -> None:
+    membership = ms({"n1", "n2", "n3"}, {"n4"}).admit("n4", "f1")
+    change = step(membership, [*alive("n1", "n2", "n3"), dead("n4")], down_for={"n4": LONG})
+    assert change is not None and change.membership == ms({"n1", "n2", "n3"})
+
+
+def test_fences_of_other_groups_of_the_dead_or_of_the_leader_itself_are_ignored() -> None:
+    voters = ms({"n1", "n2", "n3"})
+    other = fenced("n3", group="g2")
+    assert plan(ME, voters, {}, 0, view(*alive("n1", "n2"), other), {}, POLICY,
+                group="g1") is None
+    assert step(voters, [*alive("n1", "n2"), member("n3", DEAD, tags=fenced("n3").tags)]) \
+        is None
+    assert step(voters, [fenced("n1"), *alive("n2", "n3")]) is None
 
 
 def test_with_a_group_only_members_of_that_group_join() -> None:

@@ -64,3 +64,30 @@ def test_dead_members_and_other_expectations_do_not_count() -> None:
                                   member("n3", boot="n1", state=MemberState.DEAD),
                                   member("n4", expect=5, boot="n1")))
     assert isinstance(decision, Wait)
+
+
+def test_a_first_voter_joins_its_bootstrapper_unfenced_anyone_else_fenced() -> None:
+    forming = view(member("n1"), member("n2", boot="n1"), member("n3", boot="n1"))
+    formed = view(member("n1", raft="member"), member("n2", boot="n1"),
+                  member("n3", boot="n1"))
+    chosen = Bootstrapper("n2", 3, settle_s=2.0)
+    assert chosen.decide(0.0, forming) == Wait("n1 bootstraps", "n1")
+    assert chosen.decide(3.0, formed) == Join(("n1",), founding=True)
+    # Back with an empty disk once the group has formed: it may have voted, so fenced.
+    replaced = Bootstrapper("n2", 3, settle_s=2.0)
+    assert replaced.decide(0.0, view(member("n2"), member("n1", raft="member"),
+                                     member("n3", raft="member"))) == Join(("n1", "n3"))
+    # Seen forming, but not among the first voters: it never voted either; still, joining
+    # as a learner fenced costs nothing.
+    late = Bootstrapper("n4", 3, settle_s=2.0)
+    assert late.decide(0.0, view(*forming.members, member("n4", boot="n1"))) == \
+        Wait("n1 bootstraps", "n1")
+    assert late.decide(3.0, formed) == Join(("n1",))
+
+
+def test_with_expect_one_no_node_counts_as_a_first_voter() -> None:
+    # Alone in its first view, every node is "the set of one": that says nothing.
+    b = Bootstrapper("n3", 1, settle_s=0.0)
+    assert b.decide(0.0, view(member("n3", expect=1))) == Bootstrap(frozenset({"n3"}))
+    assert b.decide(1.0, view(member("n3", expect=1), member("n1", raft="member"))) == \
+        Join(("n1",))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from node.raft.core import HardState, Raft, Ready, Role
-from node.raft.messages import Entry, EntryKind, Membership
+from node.raft.messages import Entry, EntryKind, Membership, VoteRequest
 from node.testing.raft_checks import (Committed, LogMatching, LogView, RaftChecker,
                                       SafetyViolation, check_durable, check_election_safety,
                                       check_leader_completeness, check_state_machines,
@@ -234,6 +234,44 @@ def test_a_second_vote_in_one_term_is_caught() -> None:
         return ready
     break_ready(node.raft, revote)
     with pytest.raises(SafetyViolation, match=f"voted twice in term {term}"):
+        sim.run_for(0.5)
+
+
+def test_a_second_ballot_in_one_term_across_a_replaced_disk_is_caught() -> None:
+    sim, _ = cluster()
+    node = next(n for n in sim.nodes.values() if not n.raft.is_leader)
+    term, voted = node.disk.hard_state.term, node.disk.hard_state.voted_for
+    assert voted is not None
+    sim.wipe(node.id)
+    node.disk.hard_state = HardState(0, None)  # and no fence: the bug the check is for
+    sim.restart(node.id)
+    other = "c" if voted != "c" else "b"
+    # As if, its vote forgotten, it granted another candidate one in that term.
+    with pytest.raises(SafetyViolation, match=f"{node.id} voted twice in term {term}"):
+        sim.call(node.id, lambda raft, now: raft.receive(
+            now, VoteRequest(term, other, node.id, 100, term)))
+
+
+def test_a_commit_counting_an_acknowledgement_the_disk_lost_is_caught() -> None:
+    sim = RaftSim(1)
+    RaftChecker(sim, scan_every=1)
+    five = Membership(frozenset("abcde"))
+    for node_id in "abcde":
+        sim.add(node_id, bootstrap=five)
+    sim.run_for(3.0)
+    leader = sim.leader()
+    assert leader is not None
+    follower, other, *rest = sorted(set(sim.nodes) - {leader.id})
+    for node_id in (other, *rest):
+        sim.block(leader.id, node_id)
+    sim.propose(leader.id, b"k=1")
+    sim.run_for(0.05)  # the follower acknowledged it (2 of 5); the others never got it
+    sim.wipe(follower)
+    sim.nodes[follower].disk.hard_state = HardState(0, None)  # and no fence
+    sim.restart(follower)
+    sim.block(leader.id, follower)  # so the leader never learns it lost its log
+    sim.unblock(leader.id, other)
+    with pytest.raises(SafetyViolation, match="but only the disks of"):
         sim.run_for(0.5)
 
 

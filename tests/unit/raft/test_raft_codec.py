@@ -65,9 +65,27 @@ def test_random_and_mutated_bytes_raise_only_codec_errors() -> None:
 
 def test_bad_memberships_are_rejected() -> None:
     for bad in (b"[]", b'{"voters": "abc", "learners": []}', b'{"voters": [1], "learners": []}',
-                b'{"voters": [], "learners": [], "x": 1}', b"\xff"):
+                b'{"voters": [], "learners": [], "x": 1}', b"\xff",
+                b'{"voters": ["a"], "learners": [], "admitted": {}}',
+                b'{"voters": ["a"], "learners": [], "admitted": {"a": ""}}',
+                b'{"voters": ["a"], "learners": [], "admitted": {"a": 1}}',
+                b'{"voters": ["a"], "learners": [], "admitted": ["a"]}',
+                b'{"voters": ["a"], "learners": [], "admitted": {"b": "f"}}'):
         with pytest.raises(ValueError):
             Membership.decode(bad)
+
+
+def test_admissions_round_trip_and_are_left_out_when_there_are_none() -> None:
+    assert M.encode() == b'{"voters": ["a", "b", "c"], "learners": ["d"]}'
+    admitted = M.admit("d", "f1").admit("a", "f0").admit("d", "f2")
+    assert admitted.admitted == {("a", "f0"), ("d", "f2")}
+    assert admitted.fence_of("d") == "f2" and admitted.fence_of("b") is None
+    assert Membership.decode(admitted.encode()) == admitted
+    # A change keeps the admissions of the members that stay.
+    changed = admitted.change(frozenset({"b", "c", "d"}), frozenset())
+    assert changed.admitted == {("d", "f2")}
+    with pytest.raises(ValueError):
+        Membership(frozenset({"a"}), admitted=frozenset({("b", "f")}))
 
 
 def test_out_of_range_values_cannot_be_encoded() -> None:

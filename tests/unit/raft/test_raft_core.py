@@ -1044,6 +1044,183 @@ def test_acks_stay_durable_when_a_truncation_overtakes_a_disk_write() -> None:
     assert [(e.index, e.term) for e in write_3.entries] == [(4, 3)]
 
 
+# == a replaced disk ============================================================================
+#
+# A node back under its old id with an empty disk remembers neither its votes nor what it
+# acknowledged. Its driver starts it fenced (HardState.fence); a leader admits the fence in
+# a membership entry (Membership.admitted) once it hears of it.
+
+
+def replaced(c: Cluster, node_id: str, fence: str = "f1") -> Raft:
+    """``node_id`` crashes and comes back with an empty disk that holds only a fence."""
+    c.crash(node_id)
+    c.disks[node_id] = Disk(hard_state=HardState(0, None, fence))
+    return c.start(node_id)
+
+
+def test_a_fenced_node_neither_votes_nor_stands_until_admitted() -> None:
+    c = elected()
+    c.propose("a", b"x")
+    c.run(0.2)
+    b = replaced(c, "b")
+    assert b.fenced
+    c.run(0.3)  # it gets the whole log, in which it is a voter
+    assert b.membership.voters == {"a", "b", "c"} and b.log.last_index == c["a"].log.last_index
+    assert b.fenced
+    # The leader dies: b neither stands nor gives c a vote (nor a pre-vote), so nobody leads.
+    c.crash("a")
+    sent = len(c.sent)
+    c.run(10 * T)
+    assert c.sent_of(VoteRequest, src="b", since=sent) == []
+    assert c.sent_of(VoteRequest, src="c", dest="b", since=sent)
+    assert not [m for m in c.sent_of(VoteResponse, src="b", since=sent)
+                if isinstance(m, VoteResponse) and m.granted]
+    assert c.leaders() == [] and b.stats["elections"] == 0
+    # Nor does a leadership transfer make it stand.
+    b.receive(c.now, TimeoutNow(c["c"].term, "a", "b"))
+    c.flush("b")
+    assert b.role is Role.FOLLOWER and b.stats["elections"] == 0
+
+
+def test_an_admitted_node_votes_again_but_not_twice_in_the_term_it_was_admitted_in() -> None:
+    c = elected()
+    b = replaced(c, "b")
+    term = c["a"].term
+    entry = c.change("a", c["a"].membership.admit("b", "f1"))
+    before = len(c.readies["b"])
+    c.run(0.2)
+    assert not b.fenced and b.log.term_at(entry.index) == entry.term
+    # The fence ends in the very write that holds the admitting entry.
+    (write,) = [r for r in c.readies["b"][before:] if entry in r.entries]
+    assert write.hard_state == HardState(term, "a", None)
+    assert all(r.hard_state.fence == "f1" for r in c.readies["b"][before:]
+               if r.hard_state is not None and r is not write)
+    assert c.disks["b"].hard_state == HardState(term, "a", None)
+    # In this term it counts as having voted for the leader that admitted it ...
+    b.receive(c.now, VoteRequest(term, "c", "b", 100, term))
+    c.flush("b")
+    assert c.sent[-1] == VoteResponse(term, "b", "c", False)
+    # ... and from the next term on it votes and stands like any voter.
+    c.crash("a")
+    c.run(10 * T)
+    assert c.leaders() in (["b"], ["c"])
+    assert c["c"].term > term
+
+
+def test_a_fence_survives_a_restart_and_ends_with_an_admitting_snapshot() -> None:
+    c, meta = _lagging_c()
+    c.heal()
+    c.run(0.3)
+    c.crash("c")
+    c.disks["c"] = Disk(hard_state=HardState(0, None, "f2"))
+    c.start("c")
+    c.run(0.3)  # catches up from a's snapshot, whose membership does not admit it
+    assert c["c"].log.snapshot == meta and c["c"].fenced
+    c.crash("c")
+    assert c.disks["c"].hard_state.fence == "f2"
+    c.start("c")
+    assert c["c"].fenced  # the fence is on disk
+    c.change("a", c["a"].membership.admit("c", "f2"))
+    c.run(0.3)
+    meta = c.snapshot("a", c["a"].commit_index)  # the admission is only in a's snapshot now
+    c.crash("c")
+    c.disks["c"] = Disk(hard_state=HardState(0, None, "f2"))
+    c.start("c")
+    c.run(0.3)
+    assert c["c"].log.snapshot == meta and not c["c"].fenced
+    assert c.disks["c"].hard_state.fence is None
+    # Another fence (the disk was replaced once more) is not admitted by the old one.
+    c.crash("c")
+    c.disks["c"] = Disk(hard_state=HardState(0, None, "f3"))
+    c.start("c")
+    c.run(0.3)
+    assert c["c"].fenced
+
+
+def test_a_fenced_sole_voter_waits_without_spinning() -> None:
+    # The only voter's disk was replaced, and it got the log back (from a learner that
+    # leads nothing): nobody can admit it, so nobody leads; its timer must not spin.
+    c = Cluster(["a"])
+    c.crash("a")
+    c.disks["a"].hard_state = HardState(0, None, "f1")
+    a = c.start("a")
+    assert a.fenced and a.membership.voters == {"a"}
+    c.run(3 * T)  # every tick asserts that the next deadline is ahead of now
+    assert c.leaders() == [] and a.stats["elections"] == 0
+
+
+def test_a_leader_forgets_what_a_replaced_disk_acknowledged() -> None:
+    c = elected(voters="abcde")
+    c.partition(["a", "b"], ["c", "d", "e"])
+    entries = [c.propose("a", f"x{i}".encode()) for i in range(3)]
+    c.deliver()
+    assert c["a"].progress()["b"] == entries[-1].index > c["a"].commit_index
+    replaced(c, "b")
+    # One heartbeat later, b's rejection shows its log ends before what it acknowledged.
+    sent = len(c.sent)
+    c.run(0.1)
+    rejections = [m for m in c.sent_of(AppendResponse, src="b", since=sent)
+                  if isinstance(m, AppendResponse) and not m.success]
+    assert rejections and rejections[0].conflict_index == 1
+    assert c["a"].progress()["b"] == c["b"].log.last_index
+    # With c back, a and c hold the entries, b a copy it wrote since: only then they commit.
+    c.partition(["a", "b", "c"], ["d", "e"])
+    c.run(0.2)
+    assert c["a"].commit_index == entries[-1].index
+    assert c["b"].log.last_index == entries[-1].index
+    assert c["a"].progress()["b"] == entries[-1].index
+
+
+def test_after_the_reset_only_what_the_replaced_disk_acknowledges_again_counts() -> None:
+    c = elected(voters="abcde")
+    c.partition(["a", "b"], ["c", "d", "e"])
+    entry = c.propose("a", b"x")
+    c.deliver()
+    replaced(c, "b")
+    refill = lambda m: isinstance(m, AppendRequest) and m.dest == "b" and bool(m.entries)
+    c.run(0.1, hold=refill)  # b rejects a heartbeat; what would refill it is held back
+    assert c["a"].progress()["b"] == 0
+    c.partition(["a", "b", "c"], ["d", "e"])
+    c.run(0.2, hold=refill)
+    # a and c hold it: 2 of 5; b's acknowledgement from before its disk was replaced is void.
+    assert c["a"].commit_index < entry.index
+    c.take(refill)
+    c.run(0.2)
+    assert c["b"].log.last_index >= entry.index and c["a"].commit_index >= entry.index
+
+
+def test_a_reordered_rejection_does_not_void_a_newer_acknowledgement() -> None:
+    c = elected(config=ONE_BY_ONE)
+    c.partition(["a", "b"], ["c"])
+    for i in range(3):
+        c.propose("a", f"x{i}".encode())
+    c.deliver()
+    c.heal()
+    # c is behind: the heartbeat it rejects is answered at once with what it lacks, all in
+    # one round, so the rejection (held back, then delivered late) is older news.
+    c.run(0.1, hold=lambda m: isinstance(m, AppendResponse) and not m.success)
+    (late,) = c.take(lambda m: isinstance(m, AppendResponse) and not m.success)
+    c.receive(late)
+    c.run(0.05)
+    match = c["a"].progress()["c"]
+    assert match == c["a"].log.last_index
+    c.receive(late)  # delivered again, after the acknowledgements of the same round
+    assert c["a"].progress()["c"] == match
+
+
+def test_a_rejection_that_moves_nothing_waits_for_the_next_heartbeat() -> None:
+    c = elected()
+    c.propose("a", b"x")
+    c.run(0.2)
+    replaced(c, "b")
+    # Within one round b's rejections cannot void its acknowledgements, and the same
+    # request would fail again: the leader does not resend it until the next heartbeat.
+    c.tick("a", c["a"].next_deadline())
+    sent = len(c.sent)
+    c.deliver()
+    assert len(c.sent_of(AppendRequest, dest="b", since=sent)) <= 2
+
+
 # == timers and a random walk ===================================================================
 
 

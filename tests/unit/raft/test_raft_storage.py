@@ -85,7 +85,7 @@ def test_the_group_id_is_kept_apart_from_the_raft_state(tmp_path: Path) -> None:
     db = Database(path)
     try:
         assert db.write_sync(storage.group_id) is None
-        db.write_sync(lambda conn: storage.save_group_id(conn, "0123abcd"))
+        db.write_sync(lambda conn: storage.save_start(conn, "0123abcd", None))
         # A group id alone is not Raft state: a node that chose a group but crashed
         # before its first entry still decides again at start-up.
         assert not db.write_sync(storage.has_state)
@@ -97,3 +97,39 @@ def test_the_group_id_is_kept_apart_from_the_raft_state(tmp_path: Path) -> None:
         assert db.write_sync(storage.group_id) == "0123abcd"
     finally:
         db.close()
+
+
+def test_the_fence_is_saved_with_the_hard_state_and_starts_with_the_joining(
+        tmp_path: Path) -> None:
+    path = tmp_path / "raft.sqlite3"
+    db = Database(path)
+    try:
+        db.write_sync(lambda conn: storage.save_start(conn, "0123abcd", None))
+        assert not db.write_sync(storage.has_state)  # one of the first voters: no fence
+        db.write_sync(lambda conn: storage.save_start(conn, "0123abcd", "f1"))
+        # A node that decided to join is fenced from then on, even if it crashes at once.
+        assert db.write_sync(storage.has_state)
+        assert db.write_sync(storage.group_id) == "0123abcd"
+        stored = db.write_sync(storage.load)
+        assert stored.hard_state == HardState(0, None, "f1") and stored.empty
+        db.write_sync(lambda c: storage.save(c, Ready(hard_state=HardState(3, None, "f1"))))
+        assert db.write_sync(storage.load).hard_state == HardState(3, None, "f1")
+        db.write_sync(lambda c: storage.save(c, Ready(hard_state=HardState(3, "a"))))
+    finally:
+        db.close()
+    assert reopen(path).hard_state == HardState(3, "a", None)
+
+
+def test_a_store_written_before_fences_existed_loads_unfenced(tmp_path: Path) -> None:
+    path = tmp_path / "raft.sqlite3"
+    db = Database(path)
+    try:
+        db.write_sync(lambda conn: conn.executescript(
+            "CREATE TABLE raft_hard_state (id INTEGER PRIMARY KEY CHECK (id = 1), "
+            "term INTEGER NOT NULL, voted_for TEXT);"
+            "INSERT INTO raft_hard_state (id, term, voted_for) VALUES (1, 7, 'b');"))
+        assert db.write_sync(storage.load).hard_state == HardState(7, "b")
+        db.write_sync(lambda c: storage.save(c, Ready(hard_state=HardState(8, None, "f"))))
+    finally:
+        db.close()
+    assert reopen(path).hard_state == HardState(8, None, "f")
