@@ -92,7 +92,10 @@ def placement_problems(cluster: Cluster, live: Iterable[Write]) -> list[str]:
     return problems
 
 
-def health_problems(cluster: Cluster, token: str) -> list[str]:
+def health_problems(cluster: Cluster, token: str, counters: bool = True) -> list[str]:
+    """Nodes down or unhealthy, members not alive, not exactly one coordinator, and with
+    ``counters`` the healers' under-replicated and being-repaired counts (which uploads
+    in flight also raise for a moment, so they are only meaningful without load)."""
     problems = []
     leaders = set()
     for name, node in cluster.nodes.items():
@@ -107,7 +110,7 @@ def health_problems(cluster: Cluster, token: str) -> list[str]:
         for member in view.get("members", []):
             if member.get("state") != "alive":
                 problems.append(f"{name} sees {member.get('node_id')} {member.get('state')}")
-        chunks = view.get("chunks", {})
+        chunks = view.get("chunks", {}) if counters else {}
         for counter in ("under_replicated", "being_repaired"):
             if chunks.get(counter):
                 problems.append(f"{name}: {counter} = {chunks[counter]}")
@@ -134,18 +137,27 @@ def live_writes(cluster: Cluster, token: str, history: History,
 
 
 def wait_healed(cluster: Cluster, token: str, history: History, containers: list[str],
-                timeout_s: float) -> tuple[float | None, list[str]]:
-    """Seconds until healed (None if not within ``timeout_s``) and what was still wrong."""
+                timeout_s: float, counters: bool = True) -> tuple[float | None, list[str]]:
+    """Seconds until healed (None if not within ``timeout_s``) and what was still wrong;
+    ``counters`` as in ``health_problems``. Each new first problem is logged to
+    ``heal.log`` beside the nodes' data."""
     started = time.monotonic()
     problems: list[str] = ["not checked"]
-    while time.monotonic() - started < timeout_s:
-        problems = health_problems(cluster, token)
-        if not problems:
-            problems = placement_problems(
-                cluster, live_writes(cluster, token, history, containers))
-        if not problems:
-            return time.monotonic() - started, []
-        time.sleep(0.5)
+    shown = ""
+    with open(cluster.base.parent / "heal.log", "a") as trace:
+        while time.monotonic() - started < timeout_s:
+            problems = health_problems(cluster, token, counters)
+            if not problems:
+                problems = placement_problems(
+                    cluster, live_writes(cluster, token, history, containers))
+            if not problems:
+                trace.write(f"{history.now():8.1f} healed\n")
+                return time.monotonic() - started, []
+            if problems[0] != shown:
+                shown = problems[0]
+                trace.write(f"{history.now():8.1f} {len(problems)} problems: {shown}\n")
+                trace.flush()
+            time.sleep(0.5)
     return None, problems
 
 

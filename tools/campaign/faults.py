@@ -128,6 +128,7 @@ class Nemesis:
                     record.note = (f"not healed from earlier damage in 60 s: {unhealed[0]} "
                                    f"(and {len(unhealed) - 1} more)")
                     continue
+                record.note = f"after {self.clock() - record.started:.1f} s waiting to heal; "
             try:
                 self.apply(fault, record)
             finally:
@@ -154,7 +155,7 @@ class Nemesis:
             self._restart(fault.targets[0], record)
         elif kind == DISK_FULL:
             data_dir = cluster.nodes[fault.targets[0]].data_dir
-            record.note = f"{fill_disk(data_dir) >> 20} MiB of ballast"
+            record.note += f"{fill_disk(data_dir) >> 20} MiB of ballast"
             try:
                 time.sleep(fault.hold_s)
             finally:
@@ -195,7 +196,7 @@ class Nemesis:
         picked = rng.sample(ids, min(3, len(ids)))
         changed = corrupt_files([node.chunk_path(h) for h in picked],
                                 [rng.randrange(1 << 20) for _ in picked])
-        record.note = f"flipped a byte in {len(changed)} chunk files: " + \
+        record.note += f"flipped a byte in {len(changed)} chunk files: " + \
             ", ".join(p.name[:12] for p in changed)
 
     def _kill(self, name: str) -> None:
@@ -208,7 +209,7 @@ class Nemesis:
             node.start()
         except NodeStartError as exc:
             self.findings.append(f"{name} did not come back after {record.kind}: {exc}")
-            record.note = "did not come back"
+            record.note += "did not come back"
             return
         finally:
             self.stopped.discard(name)

@@ -104,7 +104,8 @@ def _attack(options: Options, cluster: Cluster, kinds: tuple[str, ...], skipped:
                     options.hold_s)
     nemesis = Nemesis(cluster, history.now,
                       lambda limit: checks.wait_healed(cluster, token, history,
-                                                       list(CONTAINERS), limit)[1])
+                                                       list(CONTAINERS), limit,
+                                                       counters=False)[1])
     stop = threading.Event()
     clients = run_clients(options.seed, history, settings, cluster.urls, token,
                           options.duration_s, stop)
