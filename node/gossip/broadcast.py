@@ -17,7 +17,8 @@ class BroadcastQueue:
     def __init__(self) -> None:
         self._items: dict[str, tuple[Update, int]] = {}
         self._order = 0
-        self._born: dict[str, int] = {}
+        #: The order ``take`` goes by: (transmissions, -age), i.e. least sent, then newest.
+        self._rank: dict[str, tuple[int, int]] = {}
         #: Encoded sizes, measured once per queued update (``take`` runs per datagram).
         self._sizes: dict[str, int] = {}
 
@@ -29,13 +30,14 @@ class BroadcastQueue:
 
         ``size``: its encoded size, if the caller already measured it.
         """
-        self._items[update.node_id] = (update, 0)
+        node_id = update.node_id
+        self._items[node_id] = (update, 0)
         self._order += 1
-        self._born[update.node_id] = self._order
+        self._rank[node_id] = (0, -self._order)
         if size is None:
-            self._sizes.pop(update.node_id, None)
+            self._sizes.pop(node_id, None)
         else:
-            self._sizes[update.node_id] = size
+            self._sizes[node_id] = size
 
     def take(self, budget_bytes: int, size_of: Callable[[Update], int],
              limit: int) -> list[Update]:
@@ -43,22 +45,27 @@ class BroadcastQueue:
 
         Each taken update counts one transmission; one that reaches ``limit`` leaves.
         """
-        ranked = sorted(self._items.items(),
-                        key=lambda kv: (kv[1][1], -self._born[kv[0]]))
+        items, rank, sizes = self._items, self._rank, self._sizes
+        # With every size known, nothing fits once the room left is below the smallest.
+        smallest = min(sizes.values()) if sizes and len(sizes) == len(items) else None
         taken: list[Update] = []
         used = 0
-        for node_id, (update, sent) in ranked:
-            size = self._sizes.get(node_id)
+        for node_id in sorted(items, key=rank.__getitem__):
+            if smallest is not None and budget_bytes - used < smallest:
+                break
+            update, sent = items[node_id]
+            size = sizes.get(node_id)
             if size is None:
-                size = self._sizes[node_id] = size_of(update)
+                size = sizes[node_id] = size_of(update)
             if used + size > budget_bytes:
                 continue
             used += size
             taken.append(update)
             if sent + 1 >= limit:
-                del self._items[node_id]
-                del self._born[node_id]
-                del self._sizes[node_id]
+                del items[node_id]
+                del rank[node_id]
+                del sizes[node_id]
             else:
-                self._items[node_id] = (update, sent + 1)
+                items[node_id] = (update, sent + 1)
+                rank[node_id] = (sent + 1, rank[node_id][1])
         return taken

@@ -51,12 +51,20 @@ class Suspicion:
     #: the timeout ran out, and when that probe ends (then, with no answer, it is dead).
     check_seq: int | None = None
     check_ends_s: float = 0.0
+    #: ``deadline()`` before a final check, for this many confirmations: the core asks for
+    #: it whenever it looks for its next timer, and only a confirmation changes it.
+    _deadline_for: int = field(default=-1, init=False, repr=False, compare=False)
+    _deadline_s: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def deadline(self) -> float:
         if self.check_seq is not None:
             return self.check_ends_s
-        return self.started_s + suspicion_timeout(len(self.confirmed_by), self.expected,
-                                                  self.min_s, self.max_s)
+        confirmations = len(self.confirmed_by)
+        if confirmations != self._deadline_for:
+            self._deadline_s = self.started_s + suspicion_timeout(
+                confirmations, self.expected, self.min_s, self.max_s)
+            self._deadline_for = confirmations
+        return self._deadline_s
 
     def confirm(self, by: str) -> bool:
         """Count an independent confirmation; False if ``by`` raised or already confirmed it."""

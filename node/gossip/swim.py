@@ -155,6 +155,14 @@ class Swim:
         self.awareness = 0
         self.leaving = False
         self.version = 1
+        #: ``_count()`` as of ``version`` (every change of a state or of the member set
+        #: bumps the version, so the count is only redone after one).
+        self._live_count = 0
+        self._live_count_version = 0
+        #: Each member's snapshot, taken when it last changed (``_changed``), and the view
+        #: of them as of ``version``: views are asked for far more often than rebuilt.
+        self._snapshots: dict[str, Member] = {self.me: self._members[self.me].snapshot()}
+        self._view: MembershipView | None = None
         self.stats = {"probes_sent": 0, "probes_failed": 0, "indirect_probes": 0,
                       "suspicions_raised": 0, "suspicions_refuted": 0, "deaths_declared": 0,
                       "final_checks": 0, "final_checks_answered": 0}
@@ -173,8 +181,12 @@ class Swim:
         return effects
 
     def view(self) -> MembershipView:
-        return MembershipView(tuple(self._members[k].snapshot() for k in sorted(self._members)),
-                              self.version)
+        view = self._view
+        if view is None or view.version != self.version:
+            snapshots = self._snapshots
+            view = self._view = MembershipView(
+                tuple(snapshots[k] for k in sorted(snapshots)), self.version)
+        return view
 
     @property
     def incarnation(self) -> int:
@@ -185,27 +197,34 @@ class Swim:
         return self._members[self.me].meta
 
     def member(self, node_id: str) -> Member | None:
-        entry = self._members.get(node_id)
-        return entry.snapshot() if entry else None
+        return self._snapshots.get(node_id)
 
     def local_state(self, join: bool = False) -> PushPull:
         return PushPull(self.me, join, tuple(e.as_update(self.me)
                                              for e in self._members.values()))
 
     def next_deadline(self) -> float:
-        times = [self._next_push_pull_s, self._next_reap_s, self._next_join_s]
+        # The earliest of the timers (the driver and the simulator ask after every input).
+        deadline = min(self._next_push_pull_s, self._next_reap_s, self._next_join_s)
         probe = self._probe
         if probe is None:
-            times.append(self._next_probe_s)
+            if self._next_probe_s < deadline:
+                deadline = self._next_probe_s
         else:
-            times.append(probe.ends_at)
-            if not probe.acked and not probe.indirect_sent:
-                times.append(probe.indirect_at)
-        if len(self._queue):
-            times.append(self._next_gossip_s)
-        times.extend(r.deadline for r in self._relays.values())
-        times.extend(s.deadline() for s in self._suspicions.values())
-        return min(times)
+            if probe.ends_at < deadline:
+                deadline = probe.ends_at
+            if not probe.acked and not probe.indirect_sent and probe.indirect_at < deadline:
+                deadline = probe.indirect_at
+        if len(self._queue) and self._next_gossip_s < deadline:
+            deadline = self._next_gossip_s
+        for relay in self._relays.values():
+            if relay.deadline < deadline:
+                deadline = relay.deadline
+        for suspicion in self._suspicions.values():
+            at = suspicion.deadline()
+            if at < deadline:
+                deadline = at
+        return deadline
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -528,13 +547,25 @@ class Swim:
         self._changed(entry)
 
     def _changed(self, entry: _Entry, removed: bool = False) -> None:
+        """Every change of an entry (state, incarnation, meta) or of the member set ends
+        here: a new version, a fresh snapshot for ``view``, and the effect."""
         self.version += 1
-        self._effects.append(MemberChanged(entry.snapshot(), removed))
+        member = entry.snapshot()
+        if removed:
+            del self._snapshots[member.node_id]
+        else:
+            self._snapshots[member.node_id] = member
+        self._effects.append(MemberChanged(member, removed))
 
     # -- dissemination ---------------------------------------------------------------------
 
     def _count(self) -> int:
-        return sum(1 for e in self._members.values() if e.state in (ALIVE, SUSPECT))
+        """Members alive or suspected, ourselves included (counted again after a change)."""
+        if self._live_count_version != self.version:
+            self._live_count = sum(1 for e in self._members.values()
+                                   if e.state is ALIVE or e.state is SUSPECT)
+            self._live_count_version = self.version
+        return self._live_count
 
     def _enqueue(self, update: Update) -> None:
         """Queue an update for piggybacking; one too big for any datagram's budget could

@@ -256,6 +256,27 @@ def _encode_meta(meta: MemberMeta) -> list[bytes]:
     return parts
 
 
+#: Most metadata a node encodes is the same few members' (their Alives go out again and
+#: again, and every push-pull carries all of them), so each ``MemberMeta`` is encoded once:
+#: id -> (the meta, its tags when encoded, its bytes). Holding the meta keeps its id from
+#: being reused; the tags are compared on each use, as a mapping could change under it.
+_META_BYTES: dict[int, tuple[MemberMeta, tuple[tuple[object, object], ...], bytes]] = {}
+#: Entries in each of the two metadata caches before it starts afresh.
+META_CACHE_LIMIT = 4096
+
+
+def _meta_bytes(meta: MemberMeta) -> bytes:
+    """``_encode_meta`` joined, encoded once per meta object (see ``_META_BYTES``)."""
+    hit = _META_BYTES.get(id(meta))
+    if hit is not None and hit[0] is meta and tuple(meta.tags.items()) == hit[1]:
+        return hit[2]
+    encoded = b"".join(_encode_meta(meta))
+    if len(_META_BYTES) >= META_CACHE_LIMIT:
+        _META_BYTES.clear()
+    _META_BYTES[id(meta)] = (meta, tuple(meta.tags.items()), encoded)
+    return encoded
+
+
 def encode_update(update: Update) -> bytes:
     """The bytes of one update, exactly as they appear in a datagram or a push-pull.
 
@@ -263,8 +284,8 @@ def encode_update(update: Update) -> bytes:
         Malformed: not an update, or a field outside its limits.
     """
     if isinstance(update, Alive):
-        return b"".join([bytes((_ALIVE,)), _int(update.incarnation, 0, MAX_INT63, "incarnation"),
-                         *_encode_meta(update.meta)])
+        return b"".join((bytes((_ALIVE,)), _int(update.incarnation, 0, MAX_INT63, "incarnation"),
+                         _meta_bytes(update.meta)))
     if isinstance(update, (Suspect, Dead)):
         kind = _SUSPECT if isinstance(update, Suspect) else _DEAD
         return b"".join((bytes((kind,)), _node_id(update.node_id),
@@ -278,7 +299,60 @@ def update_size(update: Update) -> int:
     return len(encode_update(update))
 
 
+#: Metadata decoded before, by its exact bytes: the same few members' Alives arrive again
+#: and again, and a ``MemberMeta`` is immutable (its tags a read-only view of a dict that
+#: only it holds), so one object serves for every copy.
+_METAS: dict[bytes, MemberMeta] = {}
+
+
+def _meta_end(data: bytes, pos: int, end: int) -> int:
+    """Where the encoded meta at ``data[pos:]`` ends, found from its length bytes alone, if
+    every length in it, its weight and its tag count are one byte long; -1 if not (or if it
+    would run past ``end``). Only says which bytes to look up in ``_METAS``: nothing is
+    checked here, ``_read_meta`` checks what it has not seen before."""
+    try:
+        for _ in range(4):  # node id, gossip_addr, http_addr, zone
+            size = data[pos]
+            if size >= 0x80:
+                return -1
+            pos += 1 + size
+        if data[pos] >= 0x80:  # weight
+            return -1
+        count = data[pos + 1]
+        if count >= 0x80:
+            return -1
+        pos += 2
+        for _ in range(2 * count):  # tag keys and values
+            size = data[pos]
+            if size >= 0x80:
+                return -1
+            pos += 1 + size
+    except IndexError:
+        return -1
+    return pos if pos <= end else -1
+
+
 def _read_meta(r: _Reader) -> MemberMeta:
+    start, data = r.pos, r.data
+    # (Only bytes in: decoding needs what a slice of them has, ``.decode``.)
+    end = _meta_end(data, start, r.end) if isinstance(data, (bytes, bytearray)) else -1
+    if end < 0:
+        return _decode_meta(r)
+    raw = bytes(data[start:end])
+    meta = _METAS.get(raw)
+    if meta is not None:
+        # These exact bytes decoded before, to this meta and ending at ``end``.
+        r.pos = end
+        return meta
+    meta = _decode_meta(r)
+    if r.pos == end:
+        if len(_METAS) >= META_CACHE_LIMIT:
+            _METAS.clear()
+        _METAS[raw] = meta
+    return meta
+
+
+def _decode_meta(r: _Reader) -> MemberMeta:
     node_id = r.string(1, MAX_NODE_ID_CHARS, "node id")
     gossip_addr = r.string(0, MAX_ADDR_CHARS, "gossip_addr")
     http_addr = r.string(0, MAX_ADDR_CHARS, "http_addr")
@@ -725,9 +799,14 @@ class WireSizer:
 
     def __init__(self, sender: str) -> None:
         self._sender = sender
+        self._overhead: int | None = None  # datagram_overhead(sender), once it is asked for
 
     def update(self, update: Update) -> int:
         return update_size(update)
 
     def datagram(self, message: ProtocolMessage | None) -> int:
-        return datagram_size(Packet(message), sender=self._sender)
+        """``datagram_size(Packet(message), sender=...)``: the overhead, the same for every
+        datagram of this sender, is measured once."""
+        if self._overhead is None:
+            self._overhead = datagram_overhead(self._sender)
+        return self._overhead + len(_encode_message(message))

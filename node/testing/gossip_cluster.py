@@ -110,7 +110,8 @@ class GossipCluster:
         self.nodes: dict[int, SimNode] = {}
         self.track = track
         self.transitions: list[Transition] = []
-        self._seen: dict[int, dict[str, tuple[MemberState, int]]] = {}
+        #: What each node's view last said of each member (for ``track``).
+        self._seen: dict[int, dict[str, Member]] = {}
         self._starts: Counter[int] = Counter()
         self._trace = hashlib.sha256()
         self._nursery: trio.Nursery | None = None
@@ -229,8 +230,12 @@ class GossipCluster:
     def states(self, member: int) -> dict[str, MemberState | None]:
         """What each running member (but ``member`` itself) thinks of ``member``."""
         target = self.node_id(member)
-        return {observer: (view[target].state if target in view else None)
-                for observer, view in self.views().items() if observer != target}
+        states: dict[str, MemberState | None] = {}
+        for i in self.running():
+            if i != member:
+                seen = self.nodes[i].gossip.view.get(target)
+                states[self.node_id(i)] = seen.state if seen is not None else None
+        return states
 
     def converged(self, expected_alive: Iterable[int] | None = None) -> bool:
         """One view: every running member knows the same members, in the same states at
@@ -293,9 +298,11 @@ class GossipCluster:
         seen = self._seen[index]
         observer = self.node_id(index)
         for m in view.members:
-            state = (m.state, m.incarnation)
-            if seen.get(m.node_id) != state:
-                seen[m.node_id] = state
+            last = seen.get(m.node_id)
+            if last is m:  # the core hands out a new snapshot only when a member changed
+                continue
+            seen[m.node_id] = m
+            if last is None or (last.state, last.incarnation) != (m.state, m.incarnation):
                 self.transitions.append(Transition(now, observer, m.node_id, m.state,
                                                    m.incarnation))
 

@@ -19,9 +19,9 @@ from typing import cast
 
 from node.gossip.config import GossipConfig
 from node.gossip.members import MemberState
-from node.gossip.messages import MemberMeta, Packet
+from node.gossip.messages import MemberMeta, Packet, Update
 from node.gossip.swim import MemberChanged, PushPullWith, Send, Swim
-from node.gossip.wire import WireSizer, datagram_size
+from node.gossip.wire import WireSizer, update_size
 
 
 @dataclass
@@ -48,6 +48,11 @@ class SwimSim:
         self.events: list[tuple[float, str, MemberChanged]] = []
         self._heap: list[tuple[float, int, str, object]] = []
         self._order = 0
+        #: Encoded sizes of the updates sent, by update object: the same objects ride on
+        #: datagram after datagram (a join's Alive, hundreds of times), so each is measured
+        #: once. Holding the update keeps its id from being reused.
+        self._update_sizes: dict[int, tuple[Update, int]] = {}
+        self._sizers: dict[str, WireSizer] = {}
 
     # -- building the world ------------------------------------------------------------
 
@@ -58,9 +63,11 @@ class SwimSim:
     def add(self, index: int, seeds: list[str], *, incarnation: int = 0) -> Swim:
         addr = self.address(index)
         meta = MemberMeta(f"n{index}", addr, addr.replace(":7946", ":8080"))
+        sizer = WireSizer(meta.node_id)
         node = Swim(meta, self.config, random.Random(self.rng.random()), self.now,
-                    incarnation=incarnation, sizer=WireSizer(meta.node_id))
+                    incarnation=incarnation, sizer=sizer)
         self.nodes[addr] = node
+        self._sizers[addr] = sizer
         self.running.add(addr)
         node.join(self.now, seeds)
         self._after(addr)
@@ -122,11 +129,26 @@ class SwimSim:
 
     def _send(self, src: str, effect: Send) -> None:
         self.stats.packets[src] += 1
-        self.stats.bytes[src] += datagram_size(effect.packet, sender=self.nodes[src].me)
+        self.stats.bytes[src] += self._datagram_size(effect.packet, self._sizers[src])
         if self.rng.random() < self.loss or not self.reachable(src, effect.to):
             self.stats.dropped += 1
             return
         self._push(self.now + self.rng.uniform(*self.latency_s), effect.to, (src, effect.packet))
+
+    def _datagram_size(self, packet: Packet, sizer: WireSizer) -> int:
+        """``datagram_size(packet, sender=...)`` of the sender whose ``sizer`` this is,
+        exactly: the datagram of the message alone plus the encoded size of each update
+        (an update's bytes do not depend on where in the packet it is)."""
+        size = sizer.datagram(packet.message)
+        sizes = self._update_sizes
+        for update in packet.updates:
+            known = sizes.get(id(update))
+            if known is None or known[0] is not update:
+                if len(sizes) >= 100_000:
+                    sizes.clear()
+                known = sizes[id(update)] = (update, update_size(update))
+            size += known[1]
+        return size
 
     def _push_pull(self, src: str, dst: str) -> None:
         if not self.reachable(src, dst):
@@ -144,6 +166,15 @@ class SwimSim:
         """Each running node's view: member id -> state."""
         return {self.nodes[a].me: {m.node_id: m.state for m in self.nodes[a].view().members}
                 for a in sorted(self.running)}
+
+    def states(self, node_id: str) -> dict[str, MemberState | None]:
+        """What each running node thinks of ``node_id`` (None: not in its view); what
+        ``views()`` would say of it, without building every view."""
+        states: dict[str, MemberState | None] = {}
+        for a in sorted(self.running):
+            member = self.nodes[a].member(node_id)
+            states[self.nodes[a].me] = member.state if member is not None else None
+        return states
 
     def converged(self, expected_alive: set[str]) -> bool:
         """Every running node sees exactly ``expected_alive`` as alive."""

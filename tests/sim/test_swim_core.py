@@ -62,8 +62,7 @@ def test_a_crashed_node_is_declared_dead_by_every_member_within_the_bound() -> N
         bound = detection_bound_s(n)
         while sim.now - crashed_at < bound:
             sim.run_for(0.25)
-            views = sim.views()
-            if all(v.get(f"n{victim}") is MemberState.DEAD for v in views.values()):
+            if all(s is MemberState.DEAD for s in sim.states(f"n{victim}").values()):
                 break
         else:
             pytest.fail(f"n{victim} not dead everywhere within {bound:.1f} s; "
