@@ -152,13 +152,6 @@ def holders(nodes: dict[str, NodeHandle], digest: bytes) -> set[str]:
     return {name for name, h in nodes.items() if h.services.chunks.path_for(digest).exists()}
 
 
-def flip_byte(path: Path, at: int, mask: int = 0xFF) -> None:
-    """Bit rot in a chunk file: byte ``at`` (negative counts from the end) XOR ``mask``."""
-    raw = bytearray(path.read_bytes())
-    raw[at] ^= mask
-    path.write_bytes(bytes(raw))
-
-
 async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str) -> bytes:
     """A blob's bytes through ``h``; anything but 200 fails the test."""
     answer = await h.client.get(f"/get_data?{urlencode({'container': container, 'blob': blob})}",
@@ -186,4 +179,4 @@ async def started(c: Cluster, n: int, container: str,
 
 
 __all__ = ["ADMIN_PASSWORD", "CHUNK", "FAST", "Cluster", "ManualClock", "NodeHandle", "cluster",
-           "eventually", "flip_byte", "get", "holders", "leader_of", "running_node", "started", "status"]
+           "eventually", "get", "holders", "leader_of", "running_node", "started", "status"]

@@ -381,6 +381,18 @@ def chunk_ids_in(data_dir: Path) -> set[str]:
     return found
 
 
+def flip_byte(path: Path, at: int, mask: int = 0xFF) -> None:
+    """Bit rot in a chunk file: byte ``at`` (negative counts from the end) XOR ``mask``,
+    changed in place."""
+    with open(path, "r+b") as f:
+        if at < 0:
+            at += f.seek(0, os.SEEK_END)
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ mask]))
+
+
 def start_joined(start: Callable[[str, Sequence[str]], NodeProcess], names: Sequence[str],
                  args: Sequence[str], *, timeout_s: float = 30.0) -> dict[str, NodeProcess]:
     """A cluster: ``names[0]`` started first, the others in parallel joining it by gossip,
@@ -406,5 +418,5 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 __all__ = ["CHEAP_ARGON2", "CHUNK_DIR", "DEFAULT_ADMIN_PASSWORD", "DEV_ADMIN_PASSWORD",
-           "NodeProcess", "NodeStartError", "READY_FILE", "chunk_ids_in", "node_env",
+           "NodeProcess", "NodeStartError", "READY_FILE", "chunk_ids_in", "flip_byte", "node_env",
            "run_node_cli", "start_joined"]

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from node.testing.process import NodeProcess
+from node.testing.process import NodeProcess, flip_byte
 from tests.e2e.conftest import StartNode
 from tests.e2e.helpers import (client, container_info, create_container, error_code, get,
                                health_ok, list_all_blobs, put, raw_connect, read_response,
@@ -69,14 +69,6 @@ def chunk_path(node: NodeProcess, piece: bytes) -> Path:
     found = list((node.data_dir / "store" / "chunks").rglob(name))
     assert len(found) == 1, f"expected one chunk file named {name}, found {found}"
     return found[0]
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def query(blob: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from node.testing.process import NodeProcess
+from node.testing.process import NodeProcess, flip_byte
 from tools.campaign.hosts import DiskSlots, Host, Loopback, Namespaces
 
 CLUSTER_KEY = "campaign-cluster-key-0123456789abcdef"
@@ -109,19 +109,15 @@ def free_disk(data_dir: Path) -> None:
 
 
 def corrupt_files(paths: Sequence[Path], offsets: Sequence[int]) -> list[Path]:
-    """Flip one byte in each file (bit rot); the files that were changed."""
+    """Flip one byte in each file (bit rot, at its offset modulo the file's size); the files
+    that were changed (one gone or empty meanwhile is passed over)."""
     changed = []
     for path, offset in zip(paths, offsets):
         try:
-            with open(path, "r+b") as f:
-                size = f.seek(0, os.SEEK_END)
-                if size == 0:
-                    continue
-                f.seek(offset % size)
-                byte = f.read(1)
-                f.seek(offset % size)
-                f.write(bytes([byte[0] ^ 0xFF]))
+            size = path.stat().st_size
+            if size:
+                flip_byte(path, offset % size)
+                changed.append(path)
         except FileNotFoundError:
             continue
-        changed.append(path)
     return changed

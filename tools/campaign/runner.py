@@ -156,20 +156,22 @@ def _create_container(node: NodeProcess, token: str, name: str) -> None:
 def parse_args(argv: list[str] | None) -> Options:
     p = argparse.ArgumentParser(prog="blobstore-campaign", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seed", type=int, default=1, help="seeds the faults and the clients")
-    p.add_argument("--duration", type=float, default=120.0,
-                   help="seconds of workload under faults (default 120)")
-    p.add_argument("--nodes", type=int, default=5)
-    p.add_argument("--replicas", type=int, default=3)
-    p.add_argument("--clients", type=int, default=6, help="concurrent client threads")
-    p.add_argument("--faults", default=",".join(ALL_KINDS),
+    d = Options()  # the defaults live there alone
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the faults and the clients")
+    p.add_argument("--duration", type=float, default=d.duration_s,
+                   help=f"seconds of workload under faults (default {d.duration_s:g})")
+    p.add_argument("--nodes", type=int, default=d.nodes)
+    p.add_argument("--replicas", type=int, default=d.replicas)
+    p.add_argument("--clients", type=int, default=d.clients, help="concurrent client threads")
+    p.add_argument("--faults", default=",".join(d.kinds),
                    help=f"comma-separated fault kinds (default all: {','.join(ALL_KINDS)})")
-    p.add_argument("--hold", default="4,9", help="MIN,MAX seconds each fault is held")
-    p.add_argument("--gap", type=float, default=4.0, help="seconds of calm after each fault")
+    p.add_argument("--hold", default=f"{d.hold_s[0]:g},{d.hold_s[1]:g}",
+                   help="MIN,MAX seconds each fault is held")
+    p.add_argument("--gap", type=float, default=d.gap_s, help="seconds of calm after each fault")
     p.add_argument("--loopback", action="store_true",
                    help="run every node on 127.0.0.1 (no partitions) even where "
                         "namespaces could be made")
-    p.add_argument("--disk-mib", type=int, default=256, help="each node's tmpfs size")
+    p.add_argument("--disk-mib", type=int, default=d.disk_mib, help="each node's tmpfs size")
     p.add_argument("--out", type=Path, help="where data, logs and the report go "
                                             "(default: a new temporary directory)")
     a = p.parse_args(argv)

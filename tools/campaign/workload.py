@@ -22,7 +22,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -318,6 +318,3 @@ def run_clients(seed: int, history: History, settings: Settings,
         threads.append(thread)
     return threads
 
-
-def names_of(calls: Sequence[Call]) -> set[tuple[str, str]]:
-    return {(c.container, c.blob) for c in calls if c.blob}

@@ -48,6 +48,17 @@ async def three(c: Cluster, **overrides: Any) -> None:
                          lambda h=h: bool(leader_of(h)) and h.services.state.signing_key)
 
 
+async def three_with_containers(c: Cluster) -> tuple[NodeHandle, dict[str, str]]:
+    """Three nodes, and containers ``before-0..4`` created through the leader: the leader
+    and its admin headers."""
+    await three(c)
+    leader = await c.leader()
+    headers = await leader.admin_headers()
+    for i in range(5):
+        assert await create(leader, headers, f"before-{i}") == 201
+    return leader, headers
+
+
 async def test_three_nodes_form_one_group_and_every_node_takes_writes(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         await three(c)
@@ -82,11 +93,7 @@ async def test_three_nodes_form_one_group_and_every_node_takes_writes(tmp_path: 
 async def test_the_leader_crashes_a_new_one_takes_over_and_nothing_acknowledged_is_lost(
         tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
-        await three(c)
-        leader = await c.leader()
-        headers = await leader.admin_headers()
-        for i in range(5):
-            assert await create(leader, headers, f"before-{i}") == 201
+        leader, headers = await three_with_containers(c)
         old = leader.node.config.node_id
         old_term = status(leader).term
         c.crash(old)
@@ -174,11 +181,7 @@ async def test_a_voter_whose_disk_was_replaced_is_fenced_refilled_admitted_and_v
     like the others again. (Before fences it stayed empty: the leader kept the match index
     of the old disk and asked it for the same entry over and over.)"""
     async with cluster(tmp_path) as c:
-        await three(c)
-        leader = await c.leader()
-        headers = await leader.admin_headers()
-        for i in range(5):
-            assert await create(leader, headers, f"before-{i}") == 201
+        leader, headers = await three_with_containers(c)
         name = leader.node.config.node_id
         victim = next(n for n in c.nodes if n != name)
         c.crash(victim)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from node.testing.inprocess import (CHUNK, cluster, eventually, flip_byte, get, holders,
-                                    started)
+from node.testing.inprocess import CHUNK, cluster, eventually, get, holders, started
+from node.testing.process import flip_byte
 from node.store.replicated import copies_required
 
 
