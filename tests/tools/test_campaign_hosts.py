@@ -22,10 +22,12 @@ try:
 except OSError as exc:
     print(type(exc).__name__)
 """
-#: Run inside a namespace: accept connections on ADDRESS:PORT for a few seconds.
+#: Run inside a namespace: accept connections on ADDRESS:PORT for a few seconds; say
+#: "listening" once the socket is bound, so no probe races the bind.
 LISTEN = """
 import socket, sys, time
 s = socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+print("listening", flush=True)
 s.settimeout(0.2)
 end = time.monotonic() + float(sys.argv[3])
 while time.monotonic() < end:
@@ -65,8 +67,12 @@ def test_a_cut_drops_one_direction_and_heal_restores_it() -> None:
         a, b = hosts.hosts["a"], hosts.hosts["b"]
         assert a.address.startswith(("198.18.", "198.19.")) and a.address != b.address
         for host in (a, b):
-            listeners.append(subprocess.Popen(
-                [*host.wrapper, sys.executable, "-c", LISTEN, host.address, "9000", "15"]))
+            listener = subprocess.Popen(
+                [*host.wrapper, sys.executable, "-c", LISTEN, host.address, "9000", "15"],
+                stdout=subprocess.PIPE, text=True)
+            listeners.append(listener)
+            assert listener.stdout is not None
+            assert listener.stdout.readline().strip() == "listening"
         assert _probe(a.wrapper, b.address, 9000) == "ok"
         hosts.cut("a", "b")
         assert _probe(a.wrapper, b.address, 9000) != "ok"  # a's packets to b are dropped
@@ -81,6 +87,8 @@ def test_a_cut_drops_one_direction_and_heal_restores_it() -> None:
         for proc in listeners:
             proc.kill()
             proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         hosts.close()
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(name in left for name in names)
