@@ -167,6 +167,9 @@ class Raft:
         self._votes: set[str] = set()
         self._progress: dict[str, _Progress] = {}
         self._round = 0
+        #: Proposals and reads ask for a round of AppendRequests; ``ready`` sends one for all
+        #: that asked since the last Ready, so a burst of them shares one message per peer.
+        self._broadcast_wanted = False
         self._reads: list[_PendingRead] = []
         self._waiting_reads: list[object] = []
         self._transfer_to: str | None = None
@@ -203,6 +206,10 @@ class Raft:
         return self._election_deadline_s
 
     def ready(self) -> Ready:
+        if self._broadcast_wanted:
+            self._broadcast_wanted = False
+            if self.role is Role.LEADER:
+                self._broadcast_append(self._now)
         ready = self._ready
         hard = HardState(self.term, self.voted_for, self.fence)
         if hard != self._hard_saved:
@@ -250,9 +257,10 @@ class Raft:
         same index and term (a different term there means it was lost)."""
         if self.role is not Role.LEADER or self._transfer_to is not None:
             raise NotLeader(self.leader if self.role is not Role.LEADER else None)
+        self._now = now
         entry = Entry(self.log.last_index + 1, self.term, kind, data)
         self._append_own(entry)
-        self._broadcast_append(now)
+        self._broadcast_wanted = True
         return entry
 
     def change_membership(self, now: float, membership: Membership) -> Entry:
@@ -588,7 +596,7 @@ class Raft:
                 waiting, self._waiting_reads = self._waiting_reads, []
                 for context in waiting:
                     self._start_read_index_only(context)
-                self._broadcast_append(self._now)  # confirm them now, not at the heartbeat
+                self._broadcast_wanted = True  # confirm them now, not at the heartbeat
             if self.id not in self.membership.voters and \
                     self._membership_index <= self.commit_index:
                 self._become_follower(self._now, self.term, None)  # removed: step down
@@ -608,8 +616,9 @@ class Raft:
     # -- reads ------------------------------------------------------------------------------
 
     def _start_read(self, now: float, context: object) -> None:
+        self._now = now
         self._start_read_index_only(context)
-        self._broadcast_append(now)
+        self._broadcast_wanted = True
 
     def _start_read_index_only(self, context: object) -> None:
         self._reads.append(_PendingRead(context, self.commit_index, self._round + 1))

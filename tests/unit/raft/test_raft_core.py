@@ -715,6 +715,26 @@ def test_a_leader_that_loses_the_quorum_fails_waiting_reads_too() -> None:
     assert c.reads["a"] == [ReadState("before-no-op", None)]
 
 
+def test_proposals_and_reads_between_two_readies_share_one_request_per_follower() -> None:
+    """A burst of writes and reads costs one AppendRequest per follower, not one each:
+    the round they ask for goes out when the driver takes its next Ready."""
+    c = elected()
+    before, committed = len(c.sent), c["a"].commit_index
+    entries = [c["a"].propose(c.now, f"w{i}".encode()) for i in range(10)]
+    for i in range(5):
+        c["a"].read_index(c.now, f"r{i}")
+    assert c.sent_of(AppendRequest, src="a", since=before) == []  # nothing until the Ready
+    c.flush("a")
+    requests = c.sent_of(AppendRequest, src="a", since=before)
+    assert sorted(m.dest for m in requests) == ["b", "c"]
+    assert all([e.index for e in m.entries] == [e.index for e in entries] for m in requests)
+    c.deliver()
+    assert sorted(r.context for r in c.reads["a"]) == [f"r{i}" for i in range(5)]
+    assert all(r.index == committed for r in c.reads["a"])  # the writes were not committed
+    c.run(2 * CONFIG.heartbeat_interval_s)  # followers learn the commit index
+    assert c.applied_data("b")[-10:] == [f"w{i}".encode() for i in range(10)]
+
+
 def test_a_single_node_answers_reads_at_once() -> None:
     c = elected(["a"])
     c.propose("a", b"x")
