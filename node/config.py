@@ -158,6 +158,9 @@ class NodeConfig:
     log_level: str = _setting("info", parse_str, "debug, info, warning or error")
     chunk_size: int = _setting(4 * MIB, parse_size, "bytes per chunk (64KiB..64MiB)")
     max_chunks_in_flight: int = _setting(3, parse_int, "chunks of one upload being stored")
+    inline_max: int = _setting(16 * KIB, parse_size,
+                               "blobs up to this size live in their manifest, on every node "
+                               "(0: never)")
     token_ttl_s: float = _setting(12 * HOURS, parse_duration, "lifetime of a login token")
     min_password_length: int = _setting(8, parse_int, "shortest password the API accepts")
     login_max_failures: int = _setting(5, parse_int, "failed logins before throttling")
@@ -223,6 +226,8 @@ def _validate(cfg: NodeConfig) -> None:
     _check(1 <= cfg.replicas <= 16, "replicas", "must be 1..16")
     _check(64 * KIB <= cfg.chunk_size <= 64 * MIB, "chunk_size", "must be 64KiB..64MiB")
     _check(1 <= cfg.max_chunks_in_flight <= 64, "max_chunks_in_flight", "must be 1..64")
+    _check(0 <= cfg.inline_max <= min(256 * KIB, cfg.chunk_size), "inline_max",
+           "must be 0..256KiB and at most chunk_size")
     _check(cfg.log_level in ("debug", "info", "warning", "error"), "log_level",
            "must be debug, info, warning or error")
     _check(cfg.token_ttl_s > 0, "token_ttl_s", "must be positive")

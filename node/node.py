@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import MappingProxyType
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 DEV_ADMIN_PASSWORD = "admin-dev-password"
 DEV_CLUSTER_KEY = "blobstore-development-cluster-key"
 IDENTITY_FILE = "node.json"
+#: Gossip tag: the metadata command format this node's software reads (``META_FORMAT``).
+TAG_META = "meta"
 READY_FILE = "node.ready"
 
 
@@ -97,6 +100,18 @@ def _check_identity(config: NodeConfig) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def readable_format(view: MembershipView) -> int:
+    """The newest metadata command format every member reads: a node uses a newer one only
+    once this allows it (a dead member counts, as it may come back; a departed one not)."""
+    formats = []
+    for member in view.members:
+        if member.state is MemberState.LEFT:
+            continue
+        tag = member.tags.get(TAG_META, "1")
+        formats.append(int(tag) if tag.isdigit() else 1)
+    return min(formats, default=1)
 
 
 def _log_transition(old: Member | None, new: Member) -> None:
@@ -160,9 +175,10 @@ class Node:
                 tuple(d.hex() for d in batch), self.clock.now(), cfg.upload_max_s))
             assert isinstance(condemned, tuple)
             return [bytes.fromhex(h) for h in condemned]
-        collector = ChunkCollector(
-            chunks, lambda batch: db.read(lambda conn: queries.unreferenced(conn, batch)),
-            condemn, pins, self.clock, grace_s=cfg.gc_grace_s, interval_s=cfg.gc_interval_s)
+        def unreferenced(batch: list[bytes]) -> Awaitable[list[bytes]]:
+            return db.read(lambda conn: queries.unreferenced(conn, batch))
+        collector = ChunkCollector(chunks, unreferenced, condemn, pins, self.clock,
+                                   grace_s=cfg.gc_grace_s, interval_s=cfg.gc_interval_s)
         view = single_node_view(Member(cfg.node_id, str(cfg.http), str(cfg.gossip)))
         svc = Services(
             config=cfg, clock=self.clock, db=db, state=state, log=meta_log, chunks=chunks,
@@ -177,7 +193,8 @@ class Node:
                                       view=lambda: svc.membership, replicas=cfg.replicas,
                                       hold_s=cfg.upload_hold_s),
             healer=Healer(cfg.node_id, chunks, peers, ring=lambda: svc.ring,
-                          replicas=cfg.replicas, interval_s=cfg.heal_interval_s),
+                          replicas=cfg.replicas, interval_s=cfg.heal_interval_s,
+                          unreferenced=unreferenced),
             scrubber=Scrubber(chunks, lambda digest: svc.chunk_io.get(digest),
                               bytes_per_s=cfg.scrub_bytes_per_s,
                               interval_s=cfg.scrub_interval_s))
@@ -195,6 +212,9 @@ class Node:
                 lambda: svc.healer.under_replicated),
             "blobstore_chunks_hinted": ("Copies held for owners that lack them (hand-offs)",
                                         lambda: svc.healer.hinted),
+            "blobstore_chunks_awaiting_collection": (
+                "Copies no manifest references, left to the collector (last healing pass)",
+                lambda: svc.healer.garbage),
             "blobstore_upload_holds": ("Peers' uploads whose chunks are held from the collector",
                                        lambda: pins.holds),
             "blobstore_chunk_copies_healed": ("Chunk copies sent to owners that lacked them",
@@ -208,6 +228,12 @@ class Node:
                                               lambda: svc.scrubber.counters["corrupt"]),
             "blobstore_scrub_repaired": ("Corrupt copies the scrubber replaced",
                                          lambda: svc.scrubber.counters["repaired"]),
+            "blobstore_disk_available_bytes": (
+                "Bytes the data dir's filesystem has free for this node (statvfs f_bavail)",
+                lambda: (fs := os.statvfs(cfg.data_dir)).f_bavail * fs.f_frsize),
+            "blobstore_disk_size_bytes": (
+                "Size of the data dir's filesystem",
+                lambda: (fs := os.statvfs(cfg.data_dir)).f_blocks * fs.f_frsize),
         })
         return svc, meta_log, peers, raft_db, has_raft
 
@@ -339,18 +365,19 @@ class Node:
                 seeds.append(await resolve_address(str(seed)))
             except (TransportError, ValueError) as exc:
                 raise ConfigError(f"setting join: {exc}") from None
+        own = {TAG_META: str(c.META_FORMAT)}
         me = MemberMeta(cfg.node_id, transport.address, http_url.split("://", 1)[-1],
                         zone=cfg.zone, weight=cfg.weight,
-                        tags=MappingProxyType(dict(coordinator.tags)))
+                        tags=MappingProxyType({**coordinator.tags, **own}))
         gossip = Gossip(me, PRESETS[cfg.gossip_preset], transport, self._key,
                         rng=random_source(), wall_ms=lambda: int(self.clock.now() * 1000),
                         seeds=tuple(seeds), on_view=lambda view: self._on_view(svc, view))
         svc.metrics.registry.register(GossipCollector(gossip))
         self._on_view(svc, gossip.view)
         await nursery.start(gossip.run)
-        coordinator.publish = gossip.set_tags
-        if dict(gossip.swim.own_meta.tags) != coordinator.tags:
-            gossip.set_tags(coordinator.tags)  # changed while gossip was starting
+        coordinator.publish = lambda tags: gossip.set_tags({**tags, **own})
+        if dict(gossip.swim.own_meta.tags) != {**coordinator.tags, **own}:
+            coordinator.publish(coordinator.tags)  # changed while gossip was starting
         return gossip
 
     def _on_view(self, svc: Services, view: MembershipView) -> None:
@@ -365,6 +392,7 @@ class Node:
             if fence and member.state is MemberState.ALIVE and member.node_id != \
                     self.config.node_id and (old is None or old.tags.get(TAG_FENCE) != fence):
                 svc.healer.wake()  # an empty Raft log: most likely an empty chunk store too
+        svc.meta_format = readable_format(view)
         placement = lambda v: {(m.node_id, m.weight, m.zone) for m in v.live()}
         changed = placement(view) != placement(svc.membership)
         svc.membership = view

@@ -42,3 +42,5 @@ class Services:
     healer: Healer
     scrubber: Scrubber
     draining: bool = field(default=False)
+    #: The newest metadata command format every member reads (``node.meta.commands``).
+    meta_format: int = field(default=1)

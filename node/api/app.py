@@ -34,6 +34,10 @@ from node.errors import BlobstoreError, InvalidRequest, MethodNotAllowed, NotFou
 from node.services import Services
 
 BODY_HIGH_WATER = 1024 * 1024
+#: An answer given before the request's body arrived (a refused upload) first reads and
+#: drops a remainder up to this size, so the connection can be kept; a larger one closes it.
+DRAIN_MAX_BYTES = 64 * 1024
+DRAIN_TIMEOUT_S = 1.0
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 log = logging.getLogger(__name__)
@@ -127,6 +131,8 @@ def endpoint(name: str) -> Callable[[Handler], Handler]:
                             else internal_error_response(exc, head=head))
             finally:
                 request_id.reset(token)
+            if not await _body_consumed():
+                response.headers["Connection"] = "close"
             response.headers["X-Request-Id"] = rid
             svc.metrics.requests.labels(name, request.method, str(response.status_code)).inc()
             svc.metrics.latency.labels(name, request.method).observe(
@@ -136,6 +142,33 @@ def endpoint(name: str) -> Callable[[Handler], Handler]:
         return wrapper
 
     return decorate
+
+
+async def _body_consumed() -> bool:
+    """Whether the request's body has been received whole, draining a small remainder.
+
+    Hypercorn closes a connection whose request body was not received by the time the
+    response ended, without saying so in the response, so a client reusing it would
+    find it dead. A refused upload's small body is read and dropped instead; a large
+    one is not worth reading, and the answer says ``Connection: close``.
+    """
+    body = request.body
+    if body._complete.is_set() and not body._data:  # type: ignore[attr-defined]
+        return True
+    left = request.content_length
+    if left is not None and left > DRAIN_MAX_BYTES:
+        return False
+    drained = 0
+    with trio.move_on_after(DRAIN_TIMEOUT_S):
+        try:
+            async for piece in body:
+                drained += len(piece)
+                if drained > DRAIN_MAX_BYTES:
+                    return False
+        except Exception:  # noqa: BLE001 - a broken body cannot be kept alive either
+            return False
+        return True
+    return False
 
 
 def create_app(services: Services) -> BlobApp:

@@ -18,7 +18,8 @@ async def authenticate(svc: Services, *, linearizable: bool = True) -> User:
 
     The token's signature and expiry are checked locally; its epoch and user id
     are compared with the metadata after a read barrier, so a logout or password
-    change committed anywhere revokes it everywhere. ``linearizable=False`` skips
+    change committed anywhere revokes it everywhere. That barrier also makes every
+    later read of the same request linearizable: callers take no second one. ``linearizable=False`` skips
     the barrier (this node's copy may lag): only for read-only diagnostics that
     must work without a quorum, like ``GET /cluster`` during an outage.
     """

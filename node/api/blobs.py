@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 from quart import Response, request
@@ -16,11 +17,12 @@ from node.blobs.get import BlobStream
 from node.blobs.put import BodyStorer, decode_content_md5
 from node.blobs.ranges import parse_range
 from node.clock import http_date, rfc3339
-from node.errors import BlobNotFound, InvalidRequest, LengthRequired, PreconditionFailed
+from node.errors import (BlobNotFound, InvalidRequest, LengthRequired, PreconditionFailed,
+                         Unavailable)
 from node.meta import commands as c
 from node.meta import queries
 from node.meta.records import Manifest
-from node.meta.state import check_put_conditions
+from node.meta.state import check_put_conditions, is_inline
 from node.services import Services
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -64,8 +66,19 @@ def _put_conditions() -> tuple[tuple[str, ...] | None, bool]:
 
 
 async def _manifest(svc: Services, container: str, blob: str) -> Manifest | None:
-    await svc.log.read_barrier()
+    """The current manifest: linearizable, because ``authenticate`` took this request's
+    read barrier before it (one barrier serves every read of a request)."""
     return await svc.db.read(lambda conn: queries.get_manifest(conn, container, blob))
+
+
+async def _blob(svc: Services, container: str, blob: str) -> tuple[Manifest, bytes | None]:
+    """The current manifest and, if the blob is stored inline, its bytes (as ``_manifest``)."""
+    manifest, data = await svc.db.read(lambda conn: queries.get_blob(conn, container, blob))
+    if manifest is None:
+        raise BlobNotFound(f"blob {blob!r} does not exist in {container!r}")
+    if data is None and is_inline(manifest):
+        raise Unavailable(f"the bytes of blob {blob!r} are missing from this node's metadata")
+    return manifest, data
 
 
 @endpoint("put_data")
@@ -85,14 +98,16 @@ async def put_data(svc: Services) -> Response:
     with svc.chunk_io.upload() as upload:
         storer = BodyStorer(upload, svc.pins, chunk_size=cfg.chunk_size,
                             max_in_flight=cfg.max_chunks_in_flight,
-                            idle_timeout_s=cfg.body_idle_timeout_s)
+                            idle_timeout_s=cfg.body_idle_timeout_s,
+                            inline_max=cfg.inline_max if svc.meta_format >= 2 else 0)
         try:
             stored = await storer.store(request.body, expected, content_md5)
             svc.metrics.bytes_in.inc(stored.size)
             manifest = await svc.log.submit(c.PutBlob(
                 container, blob, stored.size, stored.md5_hex, content_type,
                 rfc3339(svc.clock.now()), cfg.chunk_size, tuple(d.hex() for d in stored.chunks),
-                if_match, if_none_match_any, since))
+                if_match, if_none_match_any, since,
+                None if stored.inline is None else base64.b64encode(stored.inline).decode()))
         finally:
             storer.release()
     assert isinstance(manifest, Manifest)
@@ -123,9 +138,7 @@ async def get_data(svc: Services) -> Response:
     user = await authenticate(svc)
     container, blob = _blob_params()
     container_for(svc, user, container, READ)
-    manifest = await _manifest(svc, container, blob)
-    if manifest is None:
-        raise BlobNotFound(f"blob {blob!r} does not exist in {container!r}")
+    manifest, inline = await _blob(svc, container, blob)
     head = request.method == "HEAD"
     headers = _blob_headers(manifest)
     condition = read_condition(manifest.etag, request.headers.get("If-Match"),
@@ -144,6 +157,9 @@ async def get_data(svc: Services) -> Response:
         response = Response("", status=status, headers=headers)
         response.headers["Content-Length"] = str(end - start)
         return response
+    if inline is not None:
+        svc.metrics.bytes_out.inc(end - start)
+        return Response(inline[start:end], status=status, headers=headers)
     stream = BlobStream(svc.chunk_io, svc.pins, manifest, start, end)
     await stream.open()
     svc.metrics.bytes_out.inc(end - start)
@@ -171,7 +187,6 @@ async def list_blobs(svc: Services) -> Response:
     delimiter = params.text_param(q.get("delimiter", ""), "delimiter", 64)
     marker = params.text_param(q.get("marker", ""), "marker")
     limit = params.limit(q.get("limit"), 1000, 10_000)
-    await svc.log.read_barrier()
     page = await svc.db.read(lambda conn: queries.list_blobs(
         conn, container, prefix, delimiter, marker, limit))
     return json_response({

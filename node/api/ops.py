@@ -11,13 +11,13 @@ from node.services import Services
 
 
 def _status(svc: Services) -> str:
-    return "degraded" if svc.draining or svc.state.signing_key is None else "ok"
+    return "degraded" if (svc.draining or svc.state.signing_key is None
+                          or svc.log.status().stalled) else "ok"
 
 
 @endpoint("health")
 async def health(svc: Services) -> Response:
     status = svc.log.status()
-    target, required = svc.chunk_io.copies()
     return json_response({"node_id": svc.config.node_id, "status": _status(svc),
                           "coordinator": status.leader,
                           "members": len(svc.membership.live())})
@@ -48,6 +48,7 @@ async def cluster(svc: Services) -> Response:
                    "surplus_dropped": svc.healer.counters["copies_dropped"],
                    "read_repairs": svc.chunk_io.counters["read_repairs"],
                    "hinted": svc.healer.hinted,
+                   "awaiting_collection": svc.healer.garbage,
                    "corrupt_found": svc.chunks.corrupt_found,
                    "corrupt_repaired": svc.scrubber.counters["repaired"],
                    "held_for_uploads": svc.pins.holds,

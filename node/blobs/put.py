@@ -7,6 +7,10 @@ task while the next chunk fills. A full set of writers makes the reader wait,
 which (with the server's body backpressure) slows the client down instead of
 buffering.
 
+A body of at most ``inline_max`` bytes writes no chunks: it goes into the
+manifest's commit itself (see ``node.meta.state``), which saves a small blob
+R chunk files, their fsyncs and their transfers.
+
 Visibility: nothing is visible until ``PutBlob`` commits. A failure or
 cancellation before that leaves only unreferenced chunks, which the collector
 reclaims; pins keep it from reclaiming them while the upload is still live.
@@ -35,6 +39,8 @@ class StoredBody:
     size: int
     md5_hex: str
     chunks: tuple[bytes, ...]
+    #: The whole body, when it is small enough to live in its manifest (no chunks).
+    inline: bytes | None = None
 
 
 def _hash_chunk(md5: "hashlib._Hash", data: memoryview) -> bytes:
@@ -46,8 +52,9 @@ class BodyStorer:
     """Stores one body's chunks; ``held`` lists the chunks it pinned (unpin after commit)."""
 
     def __init__(self, writer: ChunkWriter, pins: ChunkPins, *, chunk_size: int,
-                 max_in_flight: int, idle_timeout_s: float) -> None:
+                 max_in_flight: int, idle_timeout_s: float, inline_max: int = 0) -> None:
         self._writer = writer
+        self._inline_max = inline_max
         self._pins = pins
         self._chunk_size = chunk_size
         self._slots = trio.Semaphore(max_in_flight)
@@ -65,6 +72,8 @@ class BodyStorer:
                     content_md5: bytes | None) -> StoredBody:
         size = 0
         iterator = body.__aiter__()
+        # A declared length that fits inline fills its buffer exactly: it must not be cut.
+        whole = expected_size is not None and expected_size <= self._inline_max
         async with trio.open_nursery() as nursery:
             buffer, fill = self._buffer(expected_size, 0), 0
             while (piece := await self._next_piece(iterator)) is not None:
@@ -77,16 +86,20 @@ class BodyStorer:
                     buffer[fill:fill + take] = view[:take]
                     fill += take
                     view = view[take:]
-                    if fill == len(buffer):
+                    if fill == len(buffer) and not whole:
                         await self._dispatch(nursery, memoryview(buffer))
                         buffer, fill = self._buffer(expected_size, size - len(view)), 0
-            if fill:
+            inline = None
+            if 0 < fill <= self._inline_max and not self._order:
+                inline = bytes(buffer[:fill])  # the whole body, and small: no chunks at all
+                self._md5.update(inline)
+            elif fill:
                 await self._dispatch(nursery, memoryview(buffer)[:fill])
         if expected_size is not None and size != expected_size:
             raise InvalidRequest(f"body has {size} bytes, Content-Length said {expected_size}")
         if content_md5 is not None and content_md5 != self._md5.digest():
             raise BadDigest("Content-MD5 does not match the body")
-        return StoredBody(size, self._md5.hexdigest(), tuple(self._order))
+        return StoredBody(size, self._md5.hexdigest(), tuple(self._order), inline)
 
     def _buffer(self, expected_size: int | None, stored: int) -> bytearray:
         """The next chunk's buffer: a whole chunk, or only what a declared length has left.

@@ -8,6 +8,12 @@ own sqlite copy.
 
 Commands are frozen dataclasses with JSON-friendly fields; ``encode`` and
 ``decode`` are their wire and log format (versioned by the ``v`` key).
+
+Compatibility across versions during a rolling upgrade: a field is only ever
+added with a default, and ``encode`` leaves out every field that holds its
+default, so a command that uses no new feature decodes on older nodes too.
+A node uses a feature that older nodes cannot decode only once every member
+says (in gossip, ``META_FORMAT``) that it can; see ``node.node``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ Role = Literal["user", "admin"]
 Permission = Literal["read", "write"]
 
 FORMAT_VERSION = 1
+#: What this node's ``decode`` understands: 2 added ``PutBlob.inline``.
+META_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,8 @@ class PutBlob(Command):
     #: The applied index the uploader saw before it wrote any chunk: the commit is
     #: refused if one of the chunks was condemned by the collector after it.
     since: int = 0
+    #: A small blob's bytes (base64), stored in the metadata instead of chunks.
+    inline: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +165,10 @@ COMMAND_TYPES: dict[str, type[Command]] = {
 
 def encode(command: Command) -> bytes:
     body: dict[str, Any] = {"v": FORMAT_VERSION, "t": command.kind}
-    body.update(dataclasses.asdict(command))
+    for f in dataclasses.fields(command):
+        value = getattr(command, f.name)
+        if f.default is dataclasses.MISSING or value != f.default:
+            body[f.name] = value
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -28,6 +28,8 @@ class LogStatus:
     match_index: dict[str, int] = field(default_factory=dict)
     #: This node came back with an empty log and may not vote until it is admitted.
     fenced: bool = False
+    #: A committed entry this node cannot read stopped it applying (it needs an upgrade).
+    stalled: bool = False
 
 
 class MetadataLog(Protocol):

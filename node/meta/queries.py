@@ -11,7 +11,7 @@ order, which ``prefix_successor`` relies on.
 from __future__ import annotations
 
 from node.meta.records import ContainerStats, ListPage, Manifest
-from node.meta.state import MANIFEST_COLUMNS, manifest_from_row
+from node.meta.state import MANIFEST_COLUMNS, is_inline, manifest_from_row
 from node.store.db import Connection
 
 _MAX_CODE_POINT = 0x10FFFF
@@ -38,6 +38,17 @@ def get_manifest(conn: Connection, container: str, blob: str) -> Manifest | None
     row = conn.execute(f"SELECT {MANIFEST_COLUMNS} FROM blobs WHERE container = ? AND name = ?",
                        (container, blob)).fetchone()
     return manifest_from_row(row) if row else None
+
+
+def get_blob(conn: Connection, container: str,
+             blob: str) -> tuple[Manifest | None, bytes | None]:
+    """The manifest and, for a blob stored inline, its bytes (read in the same snapshot)."""
+    manifest = get_manifest(conn, container, blob)
+    if manifest is None or not is_inline(manifest):
+        return manifest, None
+    row = conn.execute("SELECT data FROM inline_data WHERE version = ?",
+                       (manifest.version,)).fetchone()
+    return manifest, bytes(row[0]) if row else None
 
 
 def _names_from(conn: Connection, container: str, after: str | None, inclusive: bool,

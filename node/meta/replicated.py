@@ -8,7 +8,8 @@ Every node applies the same commands in the same order, so the result is the
 same, and it never has to travel.
 
 Reads that decide correctness call ``read_barrier``: the leader's ReadIndex
-(one heartbeat round to a quorum), then wait until this node applied it.
+(one heartbeat round to a quorum), then wait until this node applied it. Reads
+that arrive together share one ReadIndex (``node.meta.read_points``).
 
 Without a leader or a quorum every call gives up with ``Unavailable`` (503)
 after ``timeout_s``; it never hangs. A write that timed out may still commit:
@@ -27,6 +28,7 @@ import trio
 from node.errors import Unavailable
 from node.meta import commands as c
 from node.meta.log import LogStatus
+from node.meta.read_points import ReadPoints
 from node.meta.state import MetaState
 from node.raft.core import NotLeader
 from node.raft.driver import ProposalLost, RaftDriver
@@ -54,6 +56,10 @@ class ReplicatedLog:
         self._peers = peers
         self._timeout_s = timeout_s
         self.driver: RaftDriver | None = None
+        #: A committed entry could not be decoded: nothing after it is applied here.
+        self.stalled = False
+        #: Reads that arrive together share one ReadIndex (see ``node.meta.read_points``).
+        self.read_points = ReadPoints(self._read_index)
         peers.on_call("meta.propose", self._serve_propose)
         peers.on_call("meta.read_index", self._serve_read_index)
 
@@ -67,14 +73,16 @@ class ReplicatedLog:
         commands: list[tuple[int, c.Command]] = []
         positions: list[int] = []
         results: list[object] = [None] * len(entries)
+        unreadable: tuple[Entry, Exception] | None = None
         for i, entry in enumerate(entries):
             if entry.kind is not EntryKind.COMMAND:
                 continue
             try:
                 commands.append((entry.index, c.decode(entry.data)))
-                positions.append(i)
             except (ValueError, KeyError, TypeError) as exc:
-                results[i] = Unavailable(f"entry {entry.index} is not a command: {exc}")
+                unreadable = entry, exc  # apply what comes before it, then stop
+                break
+            positions.append(i)
         if commands:
             # Every node must apply every committed entry, in order: on a full disk, wait.
             applied = await until_stored(
@@ -82,7 +90,20 @@ class ReplicatedLog:
                 "applying committed metadata")
             for i, result in zip(positions, applied):
                 results[i] = result
+        if unreadable is not None:
+            await self._cannot_apply(*unreadable)
         return results
+
+    async def _cannot_apply(self, entry: Entry, exc: Exception) -> None:
+        """A committed entry this node cannot read: skipping it would leave this node's
+        metadata apart from every other node's for good, so it stops applying (and so
+        serving) until it runs software that can. Only nodes write entries, so this means
+        a newer node's command reached an older one, or a damaged log."""
+        log.error("cannot apply committed metadata entry %d (%s): this node stops applying "
+                  "until it runs the cluster's newer version; upgrade it", entry.index, exc,
+                  extra={"index": entry.index})
+        self.stalled = True
+        await trio.sleep_forever()
 
     async def take(self, path: Path) -> None:
         """The driver's snapshot: a consistent copy of the metadata database."""
@@ -124,6 +145,15 @@ class ReplicatedLog:
         return result
 
     async def read_barrier(self) -> None:
+        give_up = trio.current_time() + self._timeout_s
+        with trio.move_on_at(give_up):
+            index = await self.read_points.get()
+            await self._ready_driver().wait_applied(index)
+            return
+        raise Unavailable("this node did not catch up with the coordinator in time; retry")
+
+    async def _read_index(self) -> int:
+        """One ReadIndex from the leader (shared by the reads gathered in ``read_points``)."""
         async def remote(driver: RaftDriver, leader: str, deadline: float) -> int:
             # Reads are safe to repeat: a leader that does not answer soon is asked again
             # (or its successor is), instead of spending the whole budget on one attempt.
@@ -131,14 +161,9 @@ class ReplicatedLog:
             return int(await self._peers.call(leader, "meta.read_index", b"",
                                               timeout_s=max(0.01, attempt)))
 
-        give_up = trio.current_time() + self._timeout_s
-        index = await self._at_leader(lambda driver: driver.read_index(), remote,
-                                      (NotLeader, CallFailed, ValueError),
-                                      "no coordinator confirmed a read point in time")
-        with trio.move_on_at(give_up):
-            await self._ready_driver().wait_applied(index)
-            return
-        raise Unavailable("this node did not catch up with the coordinator in time; retry")
+        return await self._at_leader(lambda driver: driver.read_index(), remote,
+                                     (NotLeader, CallFailed, ValueError),
+                                     "no coordinator confirmed a read point in time")
 
     async def _at_leader(self, here: Callable[[RaftDriver], Awaitable[T]],
                          there: Callable[[RaftDriver, str, float], Awaitable[T]],
@@ -165,13 +190,13 @@ class ReplicatedLog:
         raft = driver.raft if driver is not None else None
         if driver is None or raft is None:
             return LogStatus(term=0, leader=None, commit_index=0,
-                             applied_index=self._state.applied_index)
+                             applied_index=self._state.applied_index, stalled=self.stalled)
         return LogStatus(term=raft.term, leader=raft.leader, commit_index=raft.commit_index,
                          applied_index=driver.applied, role=raft.role.value,
                          voters=tuple(sorted(raft.membership.voters)),
                          learners=tuple(sorted(raft.membership.learners)),
                          match_index=dict(sorted(raft.progress().items())),
-                         fenced=raft.fenced)
+                         fenced=raft.fenced, stalled=self.stalled)
 
     def _ready_driver(self) -> RaftDriver:
         if self.driver is None:

@@ -10,6 +10,12 @@ Results are deterministic: they depend only on the state and the command, never
 on a clock or on randomness, so the replicated log can feed every node the same
 entries and every node reaches the same state and the same answers.
 
+A small blob (up to ``inline_max``) travels in its ``PutBlob`` and is kept in
+``inline_data`` under its manifest's version, apart from the manifests so
+listings stay compact; its manifest has no chunks. It is as durable as any
+manifest: on a majority of the voters when acknowledged, and on every node once
+applied.
+
 Users, containers and grants are small and read on every request, so a copy is
 kept in memory (``AuthView``). It is updated only after the transaction
 commits, by swapping whole frozen records, so readers on the trio thread see
@@ -18,6 +24,7 @@ either the old or the new record and never one that could still roll back.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import replace
 from types import MappingProxyType
@@ -46,6 +53,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     content_type TEXT NOT NULL, last_modified TEXT NOT NULL, chunk_size INTEGER NOT NULL,
     chunks BLOB NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (container, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inline_data (
+    version INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chunk_refs (
     chunk BLOB PRIMARY KEY, refs INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS condemned (
@@ -313,6 +322,14 @@ class MetaState:
         if delta < 0:
             conn.execute("DELETE FROM chunk_refs WHERE refs <= 0")
 
+    def _forget_contents(self, conn: Connection, old: Manifest) -> None:
+        """An overwritten or deleted blob's bytes: its chunks lose a reference (the
+        collector reclaims them), its inline data goes now."""
+        if is_inline(old):
+            conn.execute("DELETE FROM inline_data WHERE version = ?", (old.version,))
+        else:
+            self._adjust_refs(conn, old.chunks, -1)
+
     def _apply_put_blob(self, conn: Connection, index: int, cmd: c.PutBlob,
                         ops: list[ViewOp]) -> object:
         if self._container(conn, cmd.container) is None:
@@ -323,13 +340,18 @@ class MetaState:
         manifest = Manifest(cmd.container, cmd.blob, cmd.size, cmd.etag, cmd.content_type,
                             cmd.now, cmd.chunk_size,
                             tuple(bytes.fromhex(h) for h in cmd.chunks), index)
+        if cmd.inline is not None:
+            data = base64.b64decode(cmd.inline, validate=True)
+            if len(data) != cmd.size or cmd.chunks:
+                raise ValueError("inline data must be the whole blob, without chunks")
+            conn.execute("INSERT INTO inline_data VALUES (?, ?)", (index, data))
         conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (cmd.container, cmd.blob, cmd.size, cmd.etag, cmd.content_type, cmd.now,
                       cmd.chunk_size, pack_chunks(cmd.chunks), index))
         self._adjust_refs(conn, manifest.chunks, +1)
         count_delta, bytes_delta = 1, cmd.size
         if old is not None:
-            self._adjust_refs(conn, old.chunks, -1)
+            self._forget_contents(conn, old)
             count_delta, bytes_delta = 0, cmd.size - old.size
         conn.execute("UPDATE containers SET blob_count = blob_count + ?, bytes = bytes + ? "
                      "WHERE name = ?", (count_delta, bytes_delta, cmd.container))
@@ -387,10 +409,15 @@ class MetaState:
             raise BlobNotFound(f"blob {cmd.blob!r} does not exist")
         conn.execute("DELETE FROM blobs WHERE container = ? AND name = ?",
                      (cmd.container, cmd.blob))
-        self._adjust_refs(conn, old.chunks, -1)
+        self._forget_contents(conn, old)
         conn.execute("UPDATE containers SET blob_count = blob_count - 1, bytes = bytes - ? "
                      "WHERE name = ?", (old.size, cmd.container))
         return None
+
+
+def is_inline(manifest: Manifest) -> bool:
+    """Whether the blob's bytes live in ``inline_data`` (it has bytes but no chunks)."""
+    return manifest.size > 0 and not manifest.chunks
 
 
 def check_put_conditions(current: Manifest | None, if_match: tuple[str, ...] | None,

@@ -10,6 +10,13 @@ hold a copy, only the first in preference order sends it. This one loop
 covers re-replication after a node dies, hand-off copies going back to an
 owner that recovered (hints), and rebalancing when a node joins.
 
+Only chunks a committed manifest references are healed. Garbage (the chunks of
+overwritten or deleted blobs, of failed uploads, of uploads still running) is
+the collector's: sending it to owners would hand every owner a fresh copy that
+outlives its grace period there, and the copies would hop between the nodes
+for ever. Garbage keeps the healer looking again soon (a manifest committed
+after this node read its metadata makes a chunk referenced), nothing more.
+
 Safety: a copy is only dropped after each owner has verified its own copy
 against the chunk's hash in the same pass; an owner that is unreachable or
 unsure counts as not having it. The pace is bounded (``batch`` chunks per
@@ -20,7 +27,7 @@ keeps priority.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -43,11 +50,17 @@ WATCH_S = 0.5
 RETRY_S = 1.0
 
 
+#: Chunk ids in, the ones no committed manifest references out (None: all are referenced).
+Unreferenced = Callable[[list[bytes]], Awaitable[list[bytes]]]
+
+
 class Healer:
     def __init__(self, node_id: str, local: ChunkStore, peers: PeerNet, *,
                  ring: Callable[[], Ring], replicas: int, interval_s: float,
+                 unreferenced: Unreferenced | None = None,
                  call_timeout_s: float = 30.0) -> None:
         self.node_id = node_id
+        self._unreferenced = unreferenced
         self.local = local
         self._peers = peers
         self._ring = ring
@@ -64,6 +77,8 @@ class Healer:
         self.pending = False
         #: Copies being sent to owners right now.
         self.in_flight = 0
+        #: Copies the last pass left to the collector (no manifest references them).
+        self.garbage = 0
         self.counters = {"copies_sent": 0, "copies_dropped": 0, "send_failed": 0}
         self._woken = False
         peers.on_call("chunk.check", self._serve_check)
@@ -101,9 +116,13 @@ class Healer:
     async def heal_once(self) -> None:
         ring = self._ring()
         digests = [digest for digest, _, _ in await self.local.scan()]
-        missing = hinted = 0
+        missing = hinted = garbage = 0
         for start in range(0, len(digests), BATCH):
             batch = digests[start:start + BATCH]
+            if self._unreferenced is not None:
+                unreferenced = set(await self._unreferenced(batch))
+                garbage += len(unreferenced)
+                batch = [d for d in batch if d not in unreferenced]
             # (Fewer than R owners when the ring is smaller: replicas_for clamps.)
             owners = {d: ring.replicas_for(d, self._replicas) for d in batch}
             holding = await self._ask_owners(owners)
@@ -126,7 +145,8 @@ class Healer:
             await trio.sleep(PAUSE_S)
         self.under_replicated = missing
         self.hinted = hinted
-        self.pending = bool(missing or hinted)
+        self.garbage = garbage
+        self.pending = bool(missing or hinted or garbage)
         self.passes += 1
 
     def _sends(self, owners: tuple[str, ...], holding: dict[str, set[bytes]],

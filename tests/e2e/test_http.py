@@ -77,8 +77,10 @@ def query(blob: str) -> str:
 
 # -- HEAD -------------------------------------------------------------------
 
-def test_head_has_content_length_and_no_body(node: NodeProcess, api: httpx.Client) -> None:
-    data = os.urandom(100_000)
+@pytest.mark.parametrize("size", [100_000, 1000], ids=["chunks", "inline"])
+def test_head_has_content_length_and_no_body(node: NodeProcess, api: httpx.Client,
+                                             size: int) -> None:
+    data = os.urandom(size)
     assert put(api, BOX, "head-me", data).status_code == 201
     r = api.head("/get_data", params={"container": BOX, "blob": "head-me"})
     assert r.status_code == 200
@@ -86,7 +88,7 @@ def test_head_has_content_length_and_no_body(node: NodeProcess, api: httpx.Clien
     assert r.headers["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     assert "Last-Modified" in r.headers
 
-    # On the wire: headers only, though Content-Length announces 100000 bytes. The
+    # On the wire: headers only, though Content-Length announces the size. The
     # next request on the same connection must be answered right after the headers.
     with raw_connect(node) as sock:
         sock.sendall(f"HEAD /get_data?{query('head-me')} HTTP/1.1\r\nHost: x\r\n"
@@ -223,11 +225,40 @@ def test_connection_close_is_honoured(node: NodeProcess) -> None:
         assert closed and rest == b"", "the node kept a Connection: close connection open"
 
 
+def test_refused_upload_with_a_late_small_body_keeps_the_connection(node: NodeProcess,
+                                                                   token: str) -> None:
+    """An upload refused before its body arrived: the node reads the small body first, so
+    the keep-alive connection still serves the next request (hypercorn alone closed it
+    without a word, and the client's next request found it dead)."""
+    with raw_connect(node) as sock:
+        sock.sendall(f"POST /put_data?container=nosuchbox&blob=a HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {token}\r\nContent-Length: 4\r\n\r\n"
+                     .encode())
+        time.sleep(0.3)  # the refusal is decided before the body is sent
+        sock.sendall(b"nope")
+        status, headers, _ = read_response(sock, 10.0)
+        assert status == 404 and headers.get("connection") != "close"
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock, 10.0)[0] == 200
+
+
+def test_refused_upload_with_a_large_body_says_connection_close(node: NodeProcess,
+                                                                token: str) -> None:
+    with raw_connect(node) as sock:
+        sock.sendall(f"POST /put_data?container=nosuchbox&blob=a HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {token}\r\nContent-Length: {10 * CHUNK}\r\n"
+                     f"\r\n".encode())
+        status, headers, _ = read_response(sock, 10.0)
+        assert status == 404 and headers.get("connection") == "close"
+        _, closed = read_until_closed(sock, 5.0)
+        assert closed
+
+
 # -- corruption on disk -----------------------------------------------------
 
 def test_corrupt_single_chunk_is_503_never_bad_bytes(node: NodeProcess,
                                                      api: httpx.Client) -> None:
-    data = os.urandom(10_000)
+    data = os.urandom(20_000)  # over inline_max (16 KiB): it has a chunk to damage
     assert put(api, BOX, "rotten", data).status_code == 201
     path = chunk_path(node, data)
     assert path.is_file(), f"expected the chunk file at {path}"

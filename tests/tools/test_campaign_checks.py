@@ -7,7 +7,8 @@ import hashlib
 from tools.campaign import checks
 from tools.campaign.checks import ABSENT, Read, Verdict
 from tools.campaign.faults import ALL_KINDS, ISOLATE_COORDINATOR, schedule
-from tools.campaign.workload import FAIL, OK, UNKNOWN, Call, History, Write, body_of
+from tools.campaign.workload import (CHUNK_SIZE, FAIL, INLINE_MAX, OK, UNKNOWN, Call, History,
+                                     Write, body_of)
 
 NODES = ["n1", "n2", "n3"]
 KEY = ("alpha", "obj-01")
@@ -131,3 +132,19 @@ def test_the_schedule_replays_from_its_seed_and_covers_every_kind_in_a_round() -
         assert after.at >= before.at + before.hold_s  # faults never overlap
     assert a[-1].at + a[-1].hold_s <= 200.0
     assert all(f.targets or f.kind == ISOLATE_COORDINATOR for f in a)
+
+
+def test_only_blobs_over_the_nodes_inline_max_are_expected_in_chunk_files() -> None:
+    """The placement check looks for the chunk files of blobs stored in chunks; a blob of
+    at most INLINE_MAX bytes lives in its manifest and has none (expecting them failed
+    every campaign once nodes began storing small blobs inline)."""
+    def write(size: int) -> Write:
+        body = body_of(7, size)
+        return Write(7, *KEY, size, hashlib.md5(body).hexdigest(),
+                     hashlib.sha256(body).hexdigest())
+
+    assert checks.chunk_ids(write(100)) == checks.chunk_ids(write(INLINE_MAX)) == []
+    body = body_of(7, 2 * CHUNK_SIZE + 1)
+    assert checks.chunk_ids(write(len(body))) == [
+        hashlib.sha256(body[i:i + CHUNK_SIZE]).hexdigest() for i in (0, CHUNK_SIZE,
+                                                                     2 * CHUNK_SIZE)]

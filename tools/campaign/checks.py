@@ -33,7 +33,7 @@ from node.testing import linearizability as lin
 from node.testing.observe import cluster_view, health
 from node.testing.process import NodeProcess
 from tools.campaign.cluster import Cluster
-from tools.campaign.workload import CHUNK_SIZE, OK, UNKNOWN, Call, History, Write
+from tools.campaign.workload import CHUNK_SIZE, INLINE_MAX, OK, UNKNOWN, Call, History, Write
 
 ABSENT = "absent"
 
@@ -67,9 +67,12 @@ class Verdict:
 # -- healing -------------------------------------------------------------------------------
 
 def chunk_ids(write: Write) -> list[str]:
+    """The chunks a write's blob is stored in: none when it lives in its manifest."""
+    if write.size <= INLINE_MAX:
+        return []
     body = write.body()
     return [hashlib.sha256(body[i:i + CHUNK_SIZE]).hexdigest()
-            for i in range(0, max(1, len(body)), CHUNK_SIZE)]
+            for i in range(0, len(body), CHUNK_SIZE)]
 
 
 def placement_problems(cluster: Cluster, live: Iterable[Write]) -> list[str]:

@@ -4,8 +4,9 @@ Every node is started with every other node in ``--join`` and
 ``--bootstrap-expect`` set to the cluster's size, so any node can be restarted,
 or started on an empty data dir, with the same command line: there is no
 special first node. Settings favour a short campaign: fast failure detection,
-small chunks (so small blobs still span several), a collector and a scrubber
-that get round within seconds.
+small chunks (so small blobs still span several), only the smallest blobs
+inline (so both kinds of storage are attacked), a collector and a scrubber that
+get round within seconds.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from node.testing.process import NodeProcess, flip_byte
 from tools.campaign.hosts import DiskSlots, Host, Loopback, Namespaces
+from tools.campaign.workload import CHUNK_SIZE, INLINE_MAX
 
 CLUSTER_KEY = "campaign-cluster-key-0123456789abcdef"
-SETTINGS = ("--gossip-preset", "tests", "--chunk-size", "64KiB", "--heal-interval-s", "5s",
+SETTINGS = ("--gossip-preset", "tests", "--chunk-size", str(CHUNK_SIZE),
+            "--inline-max", str(INLINE_MAX), "--heal-interval-s", "5s",
             "--gc-interval-s", "5s", "--gc-grace-s", "20s", "--scrub-interval-s", "5s",
             "--scrub-bytes-per-s", "64MiB", "--log-level", "info")
 

@@ -28,6 +28,8 @@ from typing import Any
 from urllib.parse import quote
 
 CHUNK_SIZE = 64 * 1024
+#: Blobs up to this size live in their manifests (no chunk files): the nodes' inline_max.
+INLINE_MAX = 4 * 1024
 
 OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
 #: Definite answers about the blob: a result the history checker can use.

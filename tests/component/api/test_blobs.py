@@ -279,7 +279,8 @@ async def test_blobs_of_any_size_roundtrip_byte_exact(tmp_path: Path, size: int)
         await create_container(node, admin, "box")
         body = await put(node, admin, "box", "b", data)
         assert body["size"] == size and body["etag"] == md5_hex(data)
-        assert node.services.chunks.count == -(-size // CHUNK)
+        inline = size <= node.services.config.inline_max
+        assert node.services.chunks.count == (0 if inline else -(-size // CHUNK))
         r = await get(node, admin)
         assert r.status_code == 200
         assert r.headers["Content-Length"] == str(size)
@@ -663,3 +664,48 @@ async def test_a_container_parameter_with_a_trailing_newline_is_400_invalid_name
     r = await node.client.get("/list_blobs?container=box%0A", headers=admin)
     await problems.expect_error("list_blobs", r, 400, "InvalidName")
     problems.assert_none()
+
+
+# -- small blobs live in their manifest --------------------------------------------------------
+
+
+async def test_a_small_blob_is_stored_in_its_manifest_and_a_larger_one_in_chunks(
+        node: NodeHandle, admin: Headers, box: str) -> None:
+    inline_max = node.services.config.inline_max
+    small, large = os.urandom(inline_max), os.urandom(inline_max + 1)
+    chunks_before = node.services.chunks.count
+    assert (await node.put_blob(box, "small", small, admin)).status_code == 201
+    assert node.services.chunks.count == chunks_before  # no chunk file for it
+    assert (await node.put_blob(box, "large", large, admin)).status_code == 201
+    assert node.services.chunks.count == chunks_before + 1
+    for name, data in (("small", small), ("large", large)):
+        r = await get(node, admin, name)
+        assert r.status_code == 200 and await r.get_data() == data
+        assert r.headers["ETag"] == f'"{md5_hex(data)}"'
+        r = await get(node, admin, name, Range="bytes=10-19")
+        assert r.status_code == 206 and await r.get_data() == data[10:20]
+        assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+        r = await head(node, admin, name)  # (its Content-Length: tests/e2e/test_http.py)
+        assert r.status_code == 200 and r.headers["ETag"] == f'"{md5_hex(data)}"'
+
+
+async def test_overwriting_a_small_blob_with_a_large_one_and_back(
+        node: NodeHandle, admin: Headers, box: str) -> None:
+    inline_max = node.services.config.inline_max
+    for size in (10, inline_max + 5, 3, 0, 7):
+        data = os.urandom(size)
+        assert (await node.put_blob(box, "b", data, admin)).status_code == 201
+        r = await get(node, admin, "b")
+        assert r.status_code == 200 and await r.get_data() == data
+    assert (await delete(node, admin, "b")).status_code == 204
+    assert (await get(node, admin, "b")).status_code == 404
+
+
+async def test_with_inline_max_zero_every_blob_has_chunks(tmp_path: Path) -> None:
+    async with running_node(tmp_path / "n", inline_max=0) as node:
+        admin = await node.admin_headers()
+        await create_container(node, admin, "box")
+        assert (await node.put_blob("box", "tiny", b"abc", admin)).status_code == 201
+        assert node.services.chunks.count == 1
+        r = await get(node, admin, "tiny")
+        assert await r.get_data() == b"abc"

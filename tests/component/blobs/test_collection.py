@@ -1,4 +1,7 @@
-"""Chunks of failed uploads, overwrites and deletes are reclaimed; referenced ones never are."""
+"""Chunks of failed uploads, overwrites and deletes are reclaimed; referenced ones never are.
+
+Tests that store blobs small enough to live in their manifests set ``inline_max=0``, so
+those blobs have chunks to collect."""
 
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ async def test_failed_upload_leaves_nothing_and_its_chunks_are_collected(tmp_pat
 
 
 async def test_overwritten_and_deleted_blobs_release_only_unshared_chunks(tmp_path: Path) -> None:
-    async with running_node(tmp_path / "n", chunk_size=CHUNK, gc_grace_s=0) as node:
+    async with running_node(tmp_path / "n", chunk_size=CHUNK, gc_grace_s=0,
+                            inline_max=0) as node:
         admin = await node.admin_headers()
         await node.client.post("/create_container", json={"container": "box"}, headers=admin)
         shared = os.urandom(CHUNK)
@@ -55,7 +59,7 @@ async def test_overwritten_and_deleted_blobs_release_only_unshared_chunks(tmp_pa
 
 
 async def test_young_chunks_wait_for_the_grace_period(tmp_path: Path) -> None:
-    async with running_node(tmp_path / "n", chunk_size=CHUNK) as node:
+    async with running_node(tmp_path / "n", chunk_size=CHUNK, inline_max=0) as node:
         admin = await node.admin_headers()
         await node.client.post("/create_container", json={"container": "box"}, headers=admin)
         await node.put_blob("box", "a", os.urandom(100), admin)

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 import trio
+import trio.testing
 
 from node.errors import ContainerExists, Unavailable, UserNotFound
 from node.meta import commands as c
@@ -610,3 +611,30 @@ async def test_a_new_leader_heartbeats_on_time_and_keeps_leading_an_idle_group(
             await trio.sleep(0.005)
         assert late < FAST.heartbeat_interval_s, f"a deadline went unserved for {late:.3f} s"
         assert leader.is_leader and leader.term == term
+
+
+# -- a committed entry this node cannot read (a newer node's command) --------------------------
+
+
+async def test_an_entry_this_node_cannot_decode_stops_applying_instead_of_skipping_it(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Skipping it would leave this node's metadata apart from every other node's for good;
+    it stops applying and says so, and nothing after the entry is applied either."""
+    db = Database(tmp_path / "meta.sqlite3")
+    try:
+        state = MetaState()
+        db.write_sync(state.load)
+        peers = PeerNet("a", MemoryNetwork(random.Random(1)).transport(ADDRESS["a"]), KEY,
+                        ADDRESS.get)
+        log = ReplicatedLog(state, db, peers)
+        newer = b'{"v":1,"t":"put_blob","container":"c","blob":"b","feature_of_v9":1}'
+        entries = [Entry(1, 1, data=c.encode(c.Bootstrap("cid", "00" * 32, "h", NOW))),
+                   Entry(2, 1, data=newer),
+                   Entry(3, 1, data=c.encode(c.DeleteUser("nobody")))]
+        with trio.move_on_after(60) as waited:
+            await log.apply(entries)
+        assert waited.cancelled_caught, "apply returned past an entry it could not decode"
+        assert log.stalled and log.status().stalled
+        assert state.applied_index == 1  # what came before it is applied
+    finally:
+        db.close()

@@ -94,6 +94,10 @@ async def test_an_owner_that_is_down_but_not_yet_declared_dead_is_replaced_by_a_
         assert first.services.chunk_io.counters["handoff_copies"] == 1
         # The stand-in keeps it as a hint while its owner cannot take it back (the first
         # owner holding a copy is the one that tries to send it, and counts the shortfall).
+        # Healers heal only chunks their metadata sees referenced: let them apply the put.
+        committed = first.services.state.applied_index
+        await eventually("the put applied everywhere", lambda: all(
+            c.nodes[n].services.state.applied_index >= committed for n in owners | {stand_in}))
         healer = c.nodes[stand_in].services.healer
         await healer.heal_once()
         assert (healer.hinted, healer.under_replicated, healer.pending) == (1, 0, True)

@@ -83,9 +83,11 @@ def body_of(pieces: Iterable[bytes], delay: float = 0.0) -> Body:
 
 
 def storer(writer: MemoryWriter, pins: ChunkPins | None = None, *, chunk_size: int = 4,
-           max_in_flight: int = 3, idle_timeout_s: float = 60.0) -> BodyStorer:
+           max_in_flight: int = 3, idle_timeout_s: float = 60.0,
+           inline_max: int = 0) -> BodyStorer:
     return BodyStorer(writer, pins if pins is not None else ChunkPins(), chunk_size=chunk_size,
-                      max_in_flight=max_in_flight, idle_timeout_s=idle_timeout_s)
+                      max_in_flight=max_in_flight, idle_timeout_s=idle_timeout_s,
+                      inline_max=inline_max)
 
 
 def domain_error(exc: BaseException) -> BaseException:
@@ -167,6 +169,40 @@ async def test_empty_body() -> None:
     assert s.held == [] and len(pins) == 0
     stored = await storer(writer).store(body_of([b"", b""]), None, None)
     assert stored == StoredBody(0, EMPTY_MD5, ())
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_small_body_is_kept_inline_and_writes_no_chunk(declared: bool) -> None:
+    writer = MemoryWriter()
+    pins = ChunkPins()
+    s = storer(writer, pins, chunk_size=64, inline_max=16)
+    data = b"sixteen bytes!!!"
+    stored = await s.store(body_of([data[:5], data[5:]]), len(data) if declared else None,
+                           hashlib.md5(data).digest())
+    assert stored == StoredBody(16, hashlib.md5(data).hexdigest(), (), data)
+    assert writer.puts == [] and s.held == [] and len(pins) == 0
+
+
+@pytest.mark.parametrize("size", [17, 64, 65, 200])
+async def test_a_body_over_inline_max_goes_to_chunks(size: int) -> None:
+    writer = MemoryWriter()
+    data = bytes(range(size % 256)) * (size // 256 + 1)
+    data = data[:size]
+    stored = await storer(writer, chunk_size=64, inline_max=16).store(
+        body_of([data]), None, None)
+    assert stored.inline is None and b"".join(
+        dict(writer.puts)[d] for d in stored.chunks) == data
+
+
+async def test_an_empty_body_is_neither_inline_nor_chunked() -> None:
+    stored = await storer(MemoryWriter(), inline_max=16).store(body_of([]), 0, None)
+    assert stored == StoredBody(0, EMPTY_MD5, (), None)
+
+
+async def test_a_small_body_with_a_bad_md5_is_refused() -> None:
+    exc = await failure(storer(MemoryWriter(), chunk_size=64, inline_max=16),
+                        body_of([b"abc"]), 3, hashlib.md5(b"abd").digest())
+    assert isinstance(exc, BadDigest)
 
 
 async def test_accepts_bytearray_and_memoryview_pieces() -> None:

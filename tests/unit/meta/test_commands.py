@@ -35,6 +35,8 @@ SAMPLES: list[c.Command] = [
               now="t", chunk_size=4, chunks=("33" * 32,), if_match=("*",)),
     c.PutBlob(container="photos", blob="b", size=1, etag="x", content_type="text/plain",
               now="t", chunk_size=4, chunks=("33" * 32,), if_none_match_any=True, since=41),
+    c.PutBlob(container="photos", blob="small", size=3, etag="x", content_type="text/plain",
+              now="t", chunk_size=4, chunks=(), inline="YWJj"),
     c.DeleteBlob(container="photos", blob="b"),
     c.CondemnChunks(chunks=("44" * 32, "55" * 32), now=1764000000.25, horizon_s=86400.0),
     c.CondemnChunks(chunks=(), now=0.0, horizon_s=60.0),
@@ -44,6 +46,7 @@ SAMPLES: list[c.Command] = [
 def test_samples_cover_every_command_type() -> None:
     assert {type(s) for s in SAMPLES} == set(c.COMMAND_TYPES.values())
     assert len(c.COMMAND_TYPES) == 12
+    assert c.META_FORMAT == 2
 
 
 @pytest.mark.parametrize("command", SAMPLES, ids=lambda s: type(s).__name__)
@@ -64,7 +67,29 @@ def test_encoded_form_is_versioned_json(command: c.Command) -> None:
     body = json.loads(c.encode(command))
     assert body["v"] == c.FORMAT_VERSION
     assert body["t"] == command.kind
-    assert set(body) - {"v", "t"} == {f.name for f in dataclasses.fields(command)}
+    # Every field without a default, and those with a default only when they differ.
+    assert set(body) - {"v", "t"} == {
+        f.name for f in dataclasses.fields(command)
+        if f.default is dataclasses.MISSING or getattr(command, f.name) != f.default}
+
+
+#: A PutBlob as the first release (format 1) wrote it: the fields it knew, all present.
+FORMAT_1_PUT = (b'{"v":1,"t":"put_blob","container":"photos","blob":"b","size":1,"etag":"x",'
+                b'"content_type":"text/plain","now":"t","chunk_size":4,"chunks":["' +
+                b"33" * 32 + b'"],"if_match":null,"if_none_match_any":false,"since":0}')
+FORMAT_1_FIELDS = {"container", "blob", "size", "etag", "content_type", "now", "chunk_size",
+                   "chunks", "if_match", "if_none_match_any", "since"}
+
+
+def test_a_command_that_uses_no_new_field_decodes_on_a_format_1_node() -> None:
+    """Rolling upgrades: what a newer node writes without using a newer feature carries
+    only fields a format-1 node knows (its decoder refuses unknown ones)."""
+    put = c.PutBlob(container="photos", blob="b", size=1, etag="x",
+                    content_type="text/plain", now="t", chunk_size=4, chunks=("33" * 32,))
+    assert set(json.loads(c.encode(put))) - {"v", "t"} <= FORMAT_1_FIELDS
+    assert c.decode(FORMAT_1_PUT) == put  # and the other way round
+    inline = dataclasses.replace(put, chunks=(), inline="YQ==")
+    assert "inline" in json.loads(c.encode(inline))
 
 
 def test_non_ascii_is_kept_verbatim() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -13,9 +15,9 @@ from node.errors import (BlobNotFound, BlobstoreError, ContainerExists, Containe
                          ContainerNotFound, InvalidRequest, PreconditionFailed, RequestTimeout,
                          Unavailable, UserExists, UserNotFound)
 from node.meta import commands as c
-from node.meta.queries import container_stats, get_manifest, unreferenced
+from node.meta.queries import container_stats, get_blob, get_manifest, unreferenced
 from node.meta.records import Container, Manifest, User
-from node.meta.state import MetaState, unpack_chunks
+from node.meta.state import MetaState, is_inline, unpack_chunks
 from node.store.db import Connection, Database
 
 T = "2026-01-01T00:00:00.000Z"
@@ -402,6 +404,57 @@ async def test_overwrite_with_same_chunks_keeps_them(ready: Meta) -> None:
     await ready.one(put("c", "a", [1, 2]))
     assert await ready.unreferenced([1, 2]) == []
     assert sorted((await ready.dump())["chunk_refs"]) == [(raw(1), 1), (raw(2), 1)]
+
+
+def inline_put(blob: str, data: bytes, **kw: object) -> c.PutBlob:
+    return c.PutBlob(container="c", blob=blob, size=len(data), etag="etag",
+                     content_type="text/plain", now=T, chunk_size=4, chunks=(),
+                     inline=base64.b64encode(data).decode(), **kw)  # type: ignore[arg-type]
+
+
+async def blob_of(meta: Meta, blob: str) -> tuple[Manifest | None, bytes | None]:
+    return await meta.db.read(lambda conn: get_blob(conn, "c", blob))
+
+
+async def inline_rows(meta: Meta) -> list[tuple]:
+    return (await meta.dump())["inline_data"]
+
+
+async def test_an_inline_blob_keeps_its_bytes_beside_its_manifest(ready: Meta) -> None:
+    manifest = await ready.one(inline_put("small", b"hello"))
+    assert isinstance(manifest, Manifest) and manifest.chunks == () and is_inline(manifest)
+    assert await blob_of(ready, "small") == (manifest, b"hello")
+    assert await ready.stats("c") == (1, 5)
+    assert await ready.unreferenced([]) == []
+
+
+async def test_overwriting_or_deleting_an_inline_blob_drops_its_bytes(ready: Meta) -> None:
+    await ready.one(inline_put("x", b"one"))
+    second = await ready.one(inline_put("x", b"two!"))
+    assert isinstance(second, Manifest)
+    assert await inline_rows(ready) == [(second.version, b"two!")]
+    chunked = await ready.one(put("c", "x", [7]))
+    assert isinstance(chunked, Manifest) and not is_inline(chunked)
+    assert await inline_rows(ready) == [] and await blob_of(ready, "x") == (chunked, None)
+    await ready.one(inline_put("x", b"three"))
+    assert await ready.unreferenced([7]) == [7]  # the chunked version's chunk is free again
+    assert await ready.one(c.DeleteBlob(container="c", blob="x")) is None
+    assert await inline_rows(ready) == [] and await ready.stats("c") == (0, 0)
+
+
+async def test_inline_data_must_be_the_whole_blob(ready: Meta) -> None:
+    bad = dataclasses.replace(inline_put("x", b"abc"), size=4)
+    assert isinstance(await ready.one(bad), InvalidRequest)
+    with_chunks = dataclasses.replace(inline_put("x", b"abc"), chunks=(chunk(1),))
+    assert isinstance(await ready.one(with_chunks), InvalidRequest)
+    assert await inline_rows(ready) == [] and await blob_of(ready, "x") == (None, None)
+
+
+async def test_a_refused_inline_put_stores_nothing(ready: Meta) -> None:
+    await ready.one(inline_put("x", b"abc"))
+    refused = await ready.one(inline_put("x", b"abcd", if_none_match_any=True))
+    assert isinstance(refused, PreconditionFailed)
+    assert [row[1] for row in await inline_rows(ready)] == [b"abc"]
 
 
 async def test_manifest_version_is_the_index(ready: Meta) -> None:

@@ -49,8 +49,14 @@ class FakeNet:
         self.down: set[str] = set()
 
 
-async def three_healers(tmp_path: Path) -> tuple[FakeNet, dict[str, Healer]]:
+async def three_healers(tmp_path: Path, garbage: set[bytes] | None = None
+                        ) -> tuple[FakeNet, dict[str, Healer]]:
+    """``garbage``: chunk ids no manifest references (None: every chunk is referenced)."""
     net = FakeNet()
+
+    async def unreferenced(batch: list[bytes]) -> list[bytes]:
+        return [d for d in batch if garbage is not None and d in garbage]
+
     ring = Ring.build(MembershipView(tuple(Member(n, "", "") for n in NODES), version=1))
     healers = {}
     for name in NODES:
@@ -59,7 +65,8 @@ async def three_healers(tmp_path: Path) -> tuple[FakeNet, dict[str, Healer]]:
         net.stores[name] = store
         net.peers[name] = FakePeers(name, net)
         healers[name] = Healer(name, store, net.peers[name],  # type: ignore[arg-type]
-                               ring=lambda: ring, replicas=3, interval_s=600.0)
+                               ring=lambda: ring, replicas=3, interval_s=600.0,
+                               unreferenced=unreferenced)
     return net, healers
 
 
@@ -88,3 +95,26 @@ async def test_under_replicated_counts_only_the_copies_a_pass_could_not_restore(
     assert healers["a"].under_replicated == healers["b"].under_replicated == 0
     await healers["c"].heal_once()
     assert healers["c"].under_replicated == 0 and healers["c"].counters["copies_sent"] == 0
+
+
+async def test_garbage_is_left_to_the_collector_and_keeps_the_healer_looking(
+        tmp_path: Path) -> None:
+    """Copies of chunks no manifest references are neither sent nor counted as missing:
+    sending them would give owners fresh copies that outlive the collector's grace there,
+    and garbage would hop between nodes for ever. It keeps the healer looking again soon,
+    since a manifest committed meanwhile makes a chunk referenced."""
+    kept, junk = os.urandom(1000), os.urandom(1000)
+    garbage = {chunk_id(junk)}
+    net, healers = await three_healers(tmp_path, garbage)
+    for data in (kept, junk):
+        net.known[chunk_id(data)] = data
+        await net.stores["a"].put(chunk_id(data), data)
+    await healers["a"].heal_once()
+    assert [await net.stores[n].has(chunk_id(kept)) for n in NODES] == [True] * 3
+    assert [await net.stores[n].has(chunk_id(junk)) for n in NODES] == [True, False, False]
+    assert healers["a"].counters["copies_sent"] == 2 and healers["a"].under_replicated == 0
+    assert healers["a"].garbage == 1 and healers["a"].pending
+    garbage.clear()  # its manifest committed after all: the next pass heals it
+    await healers["a"].heal_once()
+    assert [await net.stores[n].has(chunk_id(junk)) for n in NODES] == [True] * 3
+    assert healers["a"].garbage == 0 and not healers["a"].pending
