@@ -1,0 +1,1 @@
+"""blobctl's commands, one module per concept; each has ``register(subparsers, common)``."""
