@@ -7,6 +7,7 @@ Monotonic time is trio's clock (``trio.current_time``), which tests replace with
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 from typing import Protocol
@@ -42,12 +43,20 @@ def rfc3339(unix_s: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def parse_rfc3339(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
         tzinfo=timezone.utc).timestamp()
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(rfc3339_text: str) -> str:
-    """The IMF-fixdate form HTTP headers use (Last-Modified)."""
-    moment = datetime.fromtimestamp(parse_rfc3339(rfc3339_text), tz=timezone.utc)
-    return moment.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    """The IMF-fixdate form HTTP headers use (Last-Modified), in English whatever the
+    locale. Every GET needs one; the same blobs are read again and again, hence the cache
+    (strptime alone cost more than the rest of a small GET's headers)."""
+    moment = datetime.fromisoformat(rfc3339_text).astimezone(timezone.utc)
+    return (f"{_DAYS[moment.weekday()]}, {moment.day:02d} {_MONTHS[moment.month - 1]} "
+            f"{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} GMT")

@@ -158,6 +158,8 @@ class NodeConfig:
     log_level: str = _setting("info", parse_str, "debug, info, warning or error")
     chunk_size: int = _setting(4 * MIB, parse_size, "bytes per chunk (64KiB..64MiB)")
     max_chunks_in_flight: int = _setting(3, parse_int, "chunks of one upload being stored")
+    meta_cache_bytes: int = _setting(64 * MIB, parse_size,
+                                     "memory for recently used manifests and small blobs")
     inline_max: int = _setting(16 * KIB, parse_size,
                                "blobs up to this size live in their manifest, on every node "
                                "(0: never)")
@@ -226,6 +228,7 @@ def _validate(cfg: NodeConfig) -> None:
     _check(1 <= cfg.replicas <= 16, "replicas", "must be 1..16")
     _check(64 * KIB <= cfg.chunk_size <= 64 * MIB, "chunk_size", "must be 64KiB..64MiB")
     _check(1 <= cfg.max_chunks_in_flight <= 64, "max_chunks_in_flight", "must be 1..64")
+    _check(0 <= cfg.meta_cache_bytes <= 64 * GIB, "meta_cache_bytes", "must be 0..64GiB")
     _check(0 <= cfg.inline_max <= min(256 * KIB, cfg.chunk_size), "inline_max",
            "must be 0..256KiB and at most chunk_size")
     _check(cfg.log_level in ("debug", "info", "warning", "error"), "log_level",

@@ -152,7 +152,7 @@ class Node:
         _check_identity(cfg)
         db = Database(cfg.data_dir / "meta.sqlite3")
         raft_db = Database(cfg.data_dir / "raft.sqlite3", readers=1)
-        state = MetaState()
+        state = MetaState(cfg.meta_cache_bytes)
         db.write_sync(state.load)
         has_raft = raft_db.write_sync(raft_storage.has_state)
         self._group = raft_db.write_sync(raft_storage.group_id) if has_raft else None

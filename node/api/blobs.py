@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Awaitable
 
 from quart import Response, request
 
@@ -68,12 +69,18 @@ def _put_conditions() -> tuple[tuple[str, ...] | None, bool]:
 async def _manifest(svc: Services, container: str, blob: str) -> Manifest | None:
     """The current manifest: linearizable, because ``authenticate`` took this request's
     read barrier before it (one barrier serves every read of a request)."""
-    return await svc.db.read(lambda conn: queries.get_manifest(conn, container, blob))
+    return (await _lookup(svc, container, blob))[0]
+
+
+def _lookup(svc: Services, container: str,
+            blob: str) -> Awaitable[tuple[Manifest | None, bytes | None]]:
+    return svc.state.manifests.read((container, blob), lambda: svc.db.read(
+        lambda conn: queries.get_blob(conn, container, blob)))
 
 
 async def _blob(svc: Services, container: str, blob: str) -> tuple[Manifest, bytes | None]:
     """The current manifest and, if the blob is stored inline, its bytes (as ``_manifest``)."""
-    manifest, data = await svc.db.read(lambda conn: queries.get_blob(conn, container, blob))
+    manifest, data = await _lookup(svc, container, blob)
     if manifest is None:
         raise BlobNotFound(f"blob {blob!r} does not exist in {container!r}")
     if data is None and is_inline(manifest):

@@ -33,6 +33,7 @@ from node.errors import (BlobstoreError, BlobNotFound, ContainerExists, Containe
                          ContainerNotFound, InvalidRequest, PreconditionFailed, RequestTimeout,
                          Unavailable, UserExists, UserNotFound)
 from node.meta import commands as c
+from node.meta.manifest_cache import ManifestCache
 from node.meta.records import Container, Manifest, User
 from node.store.db import Connection, write_transaction
 
@@ -111,8 +112,10 @@ MANIFEST_COLUMNS = ("container, name, size, etag, content_type, last_modified, c
 class MetaState:
     """The state machine over one sqlite database (writer side)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.view = AuthView()
+        #: Manifests as of the last commit, for reads after a barrier (written through).
+        self.manifests = ManifestCache(cache_bytes)
         self.applied_index = 0
         self.signing_key: bytes | None = None
         self.cluster_id: str | None = None
@@ -137,6 +140,7 @@ class MetaState:
                 name, owner, owner_uid, created_at,
                 MappingProxyType(grants.get(name, {})))  # type: ignore[arg-type]
         self.view = view
+        self.manifests.clear()
         self.applied_index = int(meta.get("applied_index", 0))
         self.signing_key = bytes.fromhex(meta["signing_key"]) if "signing_key" in meta else None
         self.cluster_id = meta.get("cluster_id")
@@ -340,6 +344,7 @@ class MetaState:
         manifest = Manifest(cmd.container, cmd.blob, cmd.size, cmd.etag, cmd.content_type,
                             cmd.now, cmd.chunk_size,
                             tuple(bytes.fromhex(h) for h in cmd.chunks), index)
+        data = None
         if cmd.inline is not None:
             data = base64.b64decode(cmd.inline, validate=True)
             if len(data) != cmd.size or cmd.chunks:
@@ -355,6 +360,7 @@ class MetaState:
             count_delta, bytes_delta = 0, cmd.size - old.size
         conn.execute("UPDATE containers SET blob_count = blob_count + ?, bytes = bytes + ? "
                      "WHERE name = ?", (count_delta, bytes_delta, cmd.container))
+        ops.append(lambda: self.manifests.changed((cmd.container, cmd.blob), (manifest, data)))
         return manifest
 
     def _check_not_condemned(self, conn: Connection, since: int,
@@ -412,6 +418,7 @@ class MetaState:
         self._forget_contents(conn, old)
         conn.execute("UPDATE containers SET blob_count = blob_count - 1, bytes = bytes - ? "
                      "WHERE name = ?", (old.size, cmd.container))
+        ops.append(lambda: self.manifests.changed((cmd.container, cmd.blob), (None, None)))
         return None
 
 

@@ -768,3 +768,22 @@ async def test_same_commands_same_state_and_results(tmp_path: Path, seed: int) -
     finally:
         for m in metas:
             m.db.close()
+
+
+async def test_the_manifest_cache_follows_every_commit_and_a_reload(ready: Meta,
+                                                                    tmp_path: Path) -> None:
+    async def never() -> tuple[Manifest | None, bytes | None]:
+        raise AssertionError("the cache should answer")
+
+    cache = ready.state.manifests
+    first = await ready.one(inline_put("x", b"one"))
+    assert await cache.read(("c", "x"), never) == (first, b"one")
+    second = await ready.one(put("c", "x", [5]))
+    assert await cache.read(("c", "x"), never) == (second, None)
+    assert isinstance(await ready.one(put("c", "x", [6], if_none_match_any=True)),
+                      PreconditionFailed)  # refused: the cache keeps what is committed
+    assert await cache.read(("c", "x"), never) == (second, None)
+    await ready.one(c.DeleteBlob(container="c", blob="x"))
+    assert await cache.read(("c", "x"), never) == (None, None)
+    await ready.db.write(ready.state.load)  # as after installing a snapshot
+    assert len(cache) == 0
