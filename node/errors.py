@@ -12,7 +12,7 @@ The tree::
     │   ├── ContainerNotFound           404 ContainerNotFound
     │   ├── BlobNotFound                404 BlobNotFound
     │   └── UserNotFound                404 UserNotFound
-    ├── MethodNotAllowed                405 MethodNotAllowed
+    ├── MethodNotAllowed                405 MethodNotAllowed (carries Allow)
     ├── RequestTimeout                  408 RequestTimeout
     ├── Conflict                        409 (abstract)
     │   ├── ContainerExists             409 ContainerExists
@@ -35,6 +35,8 @@ also what the coordinator will replicate.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class BlobstoreError(Exception):
@@ -87,8 +89,14 @@ class UserNotFound(NotFound):
 
 
 class MethodNotAllowed(BlobstoreError):
+    """Carries the methods the path does allow: RFC 9110 requires them in ``Allow``."""
+
     status = 405
     code = "MethodNotAllowed"
+
+    def __init__(self, message: str = "", *, allowed: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.allowed = tuple(sorted(set(allowed)))
 
 
 class RequestTimeout(BlobstoreError):

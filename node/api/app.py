@@ -106,7 +106,7 @@ class BlobApp(QuartTrio):
     request_class = _BackpressureRequest
 
     def __init__(self, services: Services) -> None:
-        super().__init__("blobstore")
+        super().__init__("blobstore", static_folder=None)  # no unauthenticated file route
         self.services = services
         self.config.update(MAX_CONTENT_LENGTH=None, BODY_TIMEOUT=None, RESPONSE_TIMEOUT=None,
                            PROVIDE_AUTOMATIC_OPTIONS=False)
@@ -172,10 +172,10 @@ async def _body_consumed() -> bool:
 
 
 def create_app(services: Services) -> BlobApp:
-    from node.api import blobs, containers, ops, users
+    from node.api import blobs, containers, openapi, ops, users
 
     app = BlobApp(services)
-    for module in (users, containers, blobs, ops):
+    for module in (users, containers, blobs, ops, openapi):
         module.register(app)
 
     @app.errorhandler(HTTPException)
@@ -184,7 +184,8 @@ def create_app(services: Services) -> BlobApp:
         if exc.code == 404:
             mapped = NotFound(f"no such endpoint: {request.path}")
         elif exc.code == 405:
-            mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+            mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
+                                      allowed=getattr(exc, "valid_methods", None) or ())
         elif exc.code is not None and exc.code < 500:
             mapped = InvalidRequest(exc.description or "bad request")
             mapped.status = exc.code

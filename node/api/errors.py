@@ -8,7 +8,7 @@ import math
 
 from quart import Response
 
-from node.errors import BlobstoreError, RangeNotSatisfiable, TooManyRequests
+from node.errors import BlobstoreError, MethodNotAllowed, RangeNotSatisfiable, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ def error_response(exc: BlobstoreError, *, head: bool = False) -> Response:
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, RangeNotSatisfiable):
         response.headers["Content-Range"] = f"bytes */{exc.size}"
+    if isinstance(exc, MethodNotAllowed) and exc.allowed:
+        response.headers["Allow"] = ", ".join(exc.allowed)
     return response
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from node.api.errors import error_response
+from node.errors import MethodNotAllowed
 from node.testing.inprocess import ADMIN_PASSWORD, NodeHandle
 
 from api_support import USER_PASSWORD, Problems, assert_error, create_user, put
@@ -206,6 +208,26 @@ async def test_wrong_methods_are_405_json(node: NodeHandle, admin: Headers) -> N
         r = await node.client.open(f"{path}?container=box&blob=b", method=method,
                                    headers=admin)
         await problems.expect_error(f"{method} {path}", r, 405)
+    problems.assert_none()
+
+
+def test_a_405_answer_names_the_allowed_methods() -> None:
+    """RFC 9110: a 405 MUST carry ``Allow`` (found by the fuzzer, tests/e2e/test_fuzz.py)."""
+    response = error_response(MethodNotAllowed("no", allowed=["POST", "GET", "HEAD", "GET"]))
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET, HEAD, POST")
+    assert "Allow" not in error_response(MethodNotAllowed("no")).headers
+
+
+async def test_wrong_methods_are_405_with_the_allowed_methods(node: NodeHandle,
+                                                              admin: Headers) -> None:
+    problems = Problems()
+    for path, allowed in {"/users": "DELETE, GET, HEAD, POST", "/get_data": "GET, HEAD",
+                          "/put_data": "POST", "/auth": "POST"}.items():
+        for method in ("PATCH", "OPTIONS", "HEAD" if "HEAD" not in allowed else "PUT"):
+            r = await node.client.open(path, method=method, headers=admin)
+            problems.check(f"{method} {path}",
+                           (r.status_code, r.headers.get("Allow")) == (405, allowed),
+                           f"{r.status_code} Allow: {r.headers.get('Allow')}")
     problems.assert_none()
 
 
