@@ -183,6 +183,10 @@ class NodeConfig:
                                    "longest upload; older ones are refused at commit")
     election_timeout_s: float = _setting(0.8, parse_duration,
                                          "coordinator silence before an election (x1..x2)")
+    read_lease_s: float = _setting(0.8, parse_duration,
+                                   "read lease length: nodes read their own state without a "
+                                   "round trip; a node that stops answering delays write "
+                                   "acknowledgements this long (0: ReadIndex for every read)")
     meta_timeout_s: float = _setting(5.0, parse_duration,
                                      "metadata writes without a quorum give up (503) after")
     voter_replace_s: float = _setting(30.0, parse_duration,
@@ -228,6 +232,7 @@ def _validate(cfg: NodeConfig) -> None:
     _check(1 <= cfg.replicas <= 16, "replicas", "must be 1..16")
     _check(64 * KIB <= cfg.chunk_size <= 64 * MIB, "chunk_size", "must be 64KiB..64MiB")
     _check(1 <= cfg.max_chunks_in_flight <= 64, "max_chunks_in_flight", "must be 1..64")
+    _check(0 <= cfg.read_lease_s <= 60, "read_lease_s", "must be 0..60s")
     _check(0 <= cfg.meta_cache_bytes <= 64 * GIB, "meta_cache_bytes", "must be 0..64GiB")
     _check(0 <= cfg.inline_max <= min(256 * KIB, cfg.chunk_size), "inline_max",
            "must be 0..256KiB and at most chunk_size")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import request
 
 from node.auth import tokens
+from node.meta import dirty
 from node.errors import ContainerNotFound, Forbidden, Unauthorized, Unavailable
 from node.meta.records import Container, User
 from node.services import Services
@@ -40,6 +41,8 @@ async def authenticate(svc: Services, *, linearizable: bool = True) -> User:
         raise Unauthorized("the token's user no longer exists")
     if user.epoch != claims.epoch:
         raise Unauthorized("the token was revoked (logout or password change)")
+    if linearizable:
+        await svc.log.settled((dirty.USERS,))  # what was read is applied everywhere
     return user
 
 
@@ -54,9 +57,11 @@ def access_level(user: User, container: Container) -> str | None:
     return container.grants.get(user.uid)
 
 
-def container_for(svc: Services, user: User, name: str, need: str) -> Container:
-    """The container if it exists and ``user`` has at least ``need`` on it."""
+async def container_for(svc: Services, user: User, name: str, need: str) -> Container:
+    """The container if it exists and ``user`` has at least ``need`` on it (as stable
+    state: see ``node.meta.dirty``)."""
     container = svc.state.view.containers.get(name)
+    await svc.log.settled((dirty.container(name),))
     if container is None:
         raise ContainerNotFound(f"container {name!r} does not exist")
     level = access_level(user, container)

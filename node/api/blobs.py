@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Awaitable
 
 from quart import Response, request
 
@@ -21,7 +20,7 @@ from node.clock import http_date, rfc3339
 from node.errors import (BlobNotFound, InvalidRequest, LengthRequired, PreconditionFailed,
                          Unavailable)
 from node.meta import commands as c
-from node.meta import queries
+from node.meta import dirty, queries
 from node.meta.records import Manifest
 from node.meta.state import check_put_conditions, is_inline
 from node.services import Services
@@ -72,10 +71,12 @@ async def _manifest(svc: Services, container: str, blob: str) -> Manifest | None
     return (await _lookup(svc, container, blob))[0]
 
 
-def _lookup(svc: Services, container: str,
-            blob: str) -> Awaitable[tuple[Manifest | None, bytes | None]]:
-    return svc.state.manifests.read((container, blob), lambda: svc.db.read(
+async def _lookup(svc: Services, container: str,
+                  blob: str) -> tuple[Manifest | None, bytes | None]:
+    found = await svc.state.manifests.read((container, blob), lambda: svc.db.read(
         lambda conn: queries.get_blob(conn, container, blob)))
+    await svc.log.settled((dirty.blob(container, blob),))  # stable: see node.meta.dirty
+    return found
 
 
 async def _blob(svc: Services, container: str, blob: str) -> tuple[Manifest, bytes | None]:
@@ -92,7 +93,7 @@ async def _blob(svc: Services, container: str, blob: str) -> tuple[Manifest, byt
 async def put_data(svc: Services) -> Response:
     user = await authenticate(svc)
     container, blob = _blob_params()
-    container_for(svc, user, container, WRITE)
+    await container_for(svc, user, container, WRITE)
     expected = _declared_length()
     content_md5 = decode_content_md5(request.headers.get("Content-MD5"))
     content_type = _content_type()
@@ -144,7 +145,7 @@ def _requested_span(manifest: Manifest) -> tuple[int, int, bool]:
 async def get_data(svc: Services) -> Response:
     user = await authenticate(svc)
     container, blob = _blob_params()
-    container_for(svc, user, container, READ)
+    await container_for(svc, user, container, READ)
     manifest, inline = await _blob(svc, container, blob)
     head = request.method == "HEAD"
     headers = _blob_headers(manifest)
@@ -179,7 +180,7 @@ async def get_data(svc: Services) -> Response:
 async def delete_data(svc: Services) -> Response:
     user = await authenticate(svc)
     container, blob = _blob_params()
-    container_for(svc, user, container, WRITE)
+    await container_for(svc, user, container, WRITE)
     await svc.log.submit(c.DeleteBlob(container, blob))
     return no_content()
 
@@ -189,13 +190,14 @@ async def list_blobs(svc: Services) -> Response:
     user = await authenticate(svc)
     q = query()
     container = params.container_name(params.require(q, "container"))
-    container_for(svc, user, container, READ)
+    await container_for(svc, user, container, READ)
     prefix = params.text_param(q.get("prefix", ""), "prefix")
     delimiter = params.text_param(q.get("delimiter", ""), "delimiter", 64)
     marker = params.text_param(q.get("marker", ""), "marker")
     limit = params.limit(q.get("limit"), 1000, 10_000)
     page = await svc.db.read(lambda conn: queries.list_blobs(
         conn, container, prefix, delimiter, marker, limit))
+    await svc.log.settled((dirty.listing(container),))
     return json_response({
         "blobs": [{"blob": m.blob, "size": m.size, "etag": m.etag,
                    "last_modified": m.last_modified, "content_type": m.content_type}

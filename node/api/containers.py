@@ -12,7 +12,7 @@ from node.api.inputs import json_body, query
 from node.clock import rfc3339
 from node.errors import InvalidRequest
 from node.meta import commands as c
-from node.meta import queries
+from node.meta import dirty, queries
 from node.meta.records import Container
 from node.services import Services
 
@@ -33,7 +33,7 @@ async def create_container(svc: Services) -> Response:
 async def delete_container(svc: Services) -> Response:
     user = await authenticate(svc)
     name = params.container_name(params.require(query(), "container"))
-    container_for(svc, user, name, OWNER)
+    await container_for(svc, user, name, OWNER)
     await svc.log.submit(c.DeleteContainer(name))
     return no_content()
 
@@ -46,6 +46,7 @@ async def list_containers(svc: Services) -> Response:
         visible = [name for name, record in list(svc.state.view.containers.items())
                    if record.owner_uid == user.uid or user.uid in record.grants]
     stats = await svc.db.read(lambda conn: queries.container_stats(conn, visible))
+    await svc.log.settled((dirty.CONTAINERS,))
     return json_response({"containers": [
         {"container": s.container, "owner": s.owner, "created_at": s.created_at,
          "blob_count": s.blob_count, "bytes": s.bytes} for s in stats]})
@@ -60,7 +61,7 @@ async def grant_access(svc: Services) -> Response:
     grantee = params.username(body["username"])
     if body["permission"] not in ("read", "write"):
         raise InvalidRequest("permission must be 'read' or 'write'")
-    container_for(svc, user, name, OWNER)
+    await container_for(svc, user, name, OWNER)
     await svc.log.submit(c.Grant(name, grantee, body["permission"]))
     return no_content()
 
@@ -71,7 +72,7 @@ async def revoke_access(svc: Services) -> Response:
     body = await json_body({"container", "username"}, {"container", "username"})
     name = params.container_name(body["container"])
     grantee = params.username(body["username"])
-    container_for(svc, user, name, OWNER)
+    await container_for(svc, user, name, OWNER)
     await svc.log.submit(c.Revoke(name, grantee))
     return no_content()
 

@@ -13,6 +13,7 @@ from node.auth import tokens
 from node.clock import rfc3339
 from node.errors import Forbidden, InvalidRequest, Unauthorized, Unavailable, UserNotFound
 from node.meta import commands as c
+from node.meta import dirty
 from node.meta.records import User
 from node.services import Services
 
@@ -51,6 +52,7 @@ async def login(svc: Services) -> Response:
     if key is None:
         raise Unavailable("the cluster's metadata has not reached this node yet; retry")
     user = await _check_password(svc, body["username"][:256], body["password"][:1024])
+    await svc.log.settled((dirty.USERS,))
     expires = svc.clock.now() + svc.config.token_ttl_s
     token = tokens.issue(key, tokens.TokenClaims(user.username, user.uid, user.epoch, expires))
     return json_response({"token": token, "expires_at": rfc3339(expires),
@@ -84,6 +86,7 @@ async def create_user(svc: Services) -> Response:
 async def list_users(svc: Services) -> Response:
     require_admin(await authenticate(svc))
     users = sorted(svc.state.view.users.values(), key=lambda u: u.username.encode())
+    await svc.log.settled((dirty.USERS,))
     return json_response({"users": [_user_json(u) for u in users]})
 
 
@@ -121,6 +124,7 @@ async def change_password(svc: Services) -> Response:
         if found is None:
             raise UserNotFound(f"user {target_name!r} does not exist")
         target = found
+    await svc.log.settled((dirty.USERS,))
     password_hash = await svc.hasher.hash(new)
     await svc.log.submit(c.SetPassword(target.username, target.uid, password_hash))
     return no_content()

@@ -40,6 +40,7 @@ from node.meta.state import MetaState
 from node.raft import storage
 from node.raft.bootstrap import (MEMBER, NEW, TAG_BOOT, TAG_EXPECT, TAG_FENCE, TAG_GROUP,
                                  TAG_RAFT, Bootstrap, Bootstrapper, Join, Wait)
+from node.raft import codec
 from node.raft.core import ChangeInProgress, NotLeader, RaftConfig
 from node.raft.driver import RaftDriver
 from node.raft.messages import Membership
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Gossip tag: the Raft wire version this node reads (``node.raft.codec``).
+TAG_WIRE = "rw"
+WIRE_TAGS = {TAG_WIRE: str(codec.VERSION)}
 #: How often the leader reviews the membership, and an undecided node its gossip view.
 STEWARD_INTERVAL_S = 0.5
 DECIDE_INTERVAL_S = 0.1
@@ -66,7 +70,8 @@ class Coordinator:
         self.config = config
         self.raft_config = RaftConfig(election_timeout_s=config.election_timeout_s,
                                       heartbeat_interval_s=config.election_timeout_s / 5,
-                                      transfer_timeout_s=config.election_timeout_s * 2)
+                                      transfer_timeout_s=config.election_timeout_s * 2,
+                                      lease_s=config.read_lease_s)
         self._raft_db = raft_db
         self._log = meta_log
         self._peers = peers
@@ -91,12 +96,18 @@ class Coordinator:
         self._founding = False
 
     def _new_tags(self, boot: str = "") -> dict[str, str]:
-        tags = {TAG_RAFT: NEW, TAG_EXPECT: str(self.config.bootstrap_expect)}
+        tags = {TAG_RAFT: NEW, TAG_EXPECT: str(self.config.bootstrap_expect), **WIRE_TAGS}
         return {**tags, TAG_BOOT: boot} if boot else tags
 
     def _member_tags(self, fence: str | None = None) -> dict[str, str]:
         return {TAG_RAFT: MEMBER, **({TAG_GROUP: self.group} if self.group else {}),
-                **({TAG_FENCE: fence} if fence else {})}
+                **({TAG_FENCE: fence} if fence else {}), **WIRE_TAGS}
+
+    def _wire_of(self, peer: str) -> int:
+        """The Raft wire version ``peer`` reads, as its gossip says (1: it does not say)."""
+        member = self._view().get(peer)
+        tag = member.tags.get(TAG_WIRE, "1") if member is not None else "1"
+        return min(int(tag), codec.VERSION) if tag.isdigit() else 1
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         self.tags = tags
@@ -122,7 +133,7 @@ class Coordinator:
                             applied=self._state.applied_index, bootstrap=bootstrap,
                             observer=self._observer, snapshotter=self._log,
                             files=self._files, snapshot_every=self.config.snapshot_every,
-                            accept=self._same_group)
+                            accept=self._same_group, wire_of=self._wire_of)
         self.driver = driver
         self._log.attach(driver)
         async with trio.open_nursery() as nursery:

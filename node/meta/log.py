@@ -9,11 +9,13 @@ linearizable. ``node.meta.replicated.ReplicatedLog`` implements it over Raft
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-
 from node.meta.commands import Command
+from node.meta.dirty import Key
+
 
 @dataclass(frozen=True, slots=True)
 class LogStatus:
@@ -43,7 +45,11 @@ class MetadataLog(Protocol):
         ...
 
     async def read_barrier(self) -> None:
-        """Wait until local reads reflect every write committed before the call."""
+        """Wait until local reads reflect every write acknowledged before the call."""
+        ...
+
+    async def settled(self, keys: Iterable[Key]) -> None:
+        """Wait until what was read under ``keys`` may be shown (``node.meta.dirty``)."""
         ...
 
     def status(self) -> LogStatus: ...

@@ -19,7 +19,7 @@ its outcome is unknown to the client, as after a lost response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ import trio
 
 from node.errors import Unavailable
 from node.meta import commands as c
+from node.meta import dirty
 from node.meta.log import LogStatus
 from node.meta.read_points import ReadPoints
 from node.meta.state import MetaState
@@ -58,6 +59,8 @@ class ReplicatedLog:
         self.driver: RaftDriver | None = None
         #: A committed entry could not be decoded: nothing after it is applied here.
         self.stalled = False
+        self._pruned_at = 0
+        self.counters = {"lease_reads": 0, "unsettled_reads": 0}
         #: Reads that arrive together share one ReadIndex (see ``node.meta.read_points``).
         self.read_points = ReadPoints(self._read_index)
         peers.on_call("meta.propose", self._serve_propose)
@@ -147,10 +150,36 @@ class ReplicatedLog:
     async def read_barrier(self) -> None:
         give_up = trio.current_time() + self._timeout_s
         with trio.move_on_at(give_up):
-            index = await self.read_points.get()
+            driver = self.driver
+            index = driver.lease_read_index() if driver is not None else None
+            if index is not None:
+                self.counters["lease_reads"] += 1
+            else:
+                index = await self.read_points.get()
             await self._ready_driver().wait_applied(index)
             return
         raise Unavailable("this node did not catch up with the coordinator in time; retry")
+
+    async def settled(self, keys: Iterable[dirty.Key]) -> None:
+        """Wait until what this request read under ``keys`` is stable: applied on every
+        node holding a read lease, so no later read anywhere can miss it
+        (``node.meta.dirty``). Instant unless it was written a moment ago."""
+        driver = self.driver
+        if driver is None or driver.config.lease_s <= 0:
+            return
+        stable = driver.stable
+        if stable > self._pruned_at:
+            self._state.dirty.prune(stable)
+            self._pruned_at = stable
+        needed = self._state.dirty.required(keys)
+        if needed <= stable:
+            return
+        self.counters["unsettled_reads"] += 1
+        with trio.move_on_after(self._timeout_s):
+            await driver.wait_stable(needed)
+            return
+        raise Unavailable("a change this request depends on is not yet applied everywhere "
+                          "(a node is slow or cut off); retry")
 
     async def _read_index(self) -> int:
         """One ReadIndex from the leader (shared by the reads gathered in ``read_points``)."""

@@ -33,6 +33,8 @@ from node.errors import (BlobstoreError, BlobNotFound, ContainerExists, Containe
                          ContainerNotFound, InvalidRequest, PreconditionFailed, RequestTimeout,
                          Unavailable, UserExists, UserNotFound)
 from node.meta import commands as c
+from node.meta import dirty
+from node.meta.dirty import DirtyKeys
 from node.meta.manifest_cache import ManifestCache
 from node.meta.records import Container, Manifest, User
 from node.store.db import Connection, write_transaction
@@ -116,6 +118,8 @@ class MetaState:
         self.view = AuthView()
         #: Manifests as of the last commit, for reads after a barrier (written through).
         self.manifests = ManifestCache(cache_bytes)
+        #: What the entries applied but not yet stable changed (``node.meta.dirty``).
+        self.dirty = DirtyKeys()
         self.applied_index = 0
         self.signing_key: bytes | None = None
         self.cluster_id: str | None = None
@@ -142,6 +146,7 @@ class MetaState:
         self.view = view
         self.manifests.clear()
         self.applied_index = int(meta.get("applied_index", 0))
+        self.dirty.reset(self.applied_index)
         self.signing_key = bytes.fromhex(meta["signing_key"]) if "signing_key" in meta else None
         self.cluster_id = meta.get("cluster_id")
 
@@ -182,6 +187,9 @@ class MetaState:
 
     def _apply_one(self, conn: Connection, index: int, cmd: c.Command,
                    ops: list[ViewOp]) -> object:
+        # Marked before the commit, so no read sees the change unmarked (a rollback only
+        # leaves a mark that becomes stable with its index).
+        self.dirty.mark(changed_keys(cmd), index)
         handler = getattr(self, "_apply_" + cmd.kind)
         return handler(conn, index, cmd, ops)
 
@@ -420,6 +428,21 @@ class MetaState:
                      "WHERE name = ?", (old.size, cmd.container))
         ops.append(lambda: self.manifests.changed((cmd.container, cmd.blob), (None, None)))
         return None
+
+
+def changed_keys(cmd: c.Command) -> list[dirty.Key]:
+    """What applying ``cmd`` may change, as reads name it (``node.meta.dirty``)."""
+    if isinstance(cmd, (c.PutBlob, c.DeleteBlob)):
+        return [dirty.blob(cmd.container, cmd.blob), dirty.listing(cmd.container),
+                dirty.CONTAINERS]
+    if isinstance(cmd, (c.CreateContainer, c.DeleteContainer)):
+        return [dirty.container(cmd.container), dirty.listing(cmd.container),
+                dirty.CONTAINERS]
+    if isinstance(cmd, (c.Grant, c.Revoke)):
+        return [dirty.container(cmd.container), dirty.CONTAINERS]
+    if isinstance(cmd, c.CondemnChunks):
+        return []
+    return [dirty.USERS]  # bootstrap and every change to users (and so their grants)
 
 
 def is_inline(manifest: Manifest) -> bool:

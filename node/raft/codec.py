@@ -1,7 +1,14 @@
 """Raft messages as bytes: a compact, versioned, strict binary encoding.
 
 Integers are unsigned LEB128 varints, strings and blobs a varint length then
-bytes. Every message starts with a version byte and a type byte. Decoding is
+bytes. Every message starts with a version byte and a type byte.
+
+Versions: 2 added read leases (``AppendRequest.lease_round``, ``lease_ms``,
+``stable`` and the ``Applied`` message). Both versions decode; a message is
+encoded in the version its receiver reads (``encode(msg, version)``, the
+driver knows it from gossip), so nodes of both versions can share a cluster
+during a rolling upgrade. A version-1 receiver gets no lease and sends no
+``Applied``, so it never holds one: it reads through ReadIndex. Decoding is
 strict: truncated, trailing, unknown or out-of-range input raises
 ``CodecError`` and nothing else, so a peer's bytes can never crash the node.
 Authentication is the channel's job (``node.rpc``), not this module's;
@@ -10,18 +17,21 @@ Authentication is the channel's job (``node.rpc``), not this module's;
 
 from __future__ import annotations
 
-from node.raft.messages import (AppendRequest, AppendResponse, Entry, EntryKind, Membership,
-                                Message, SnapshotMeta, SnapshotRequest, SnapshotResponse,
-                                TimeoutNow, VoteRequest, VoteResponse)
+from node.raft.messages import (AppendRequest, AppendResponse, Applied, Entry, EntryKind,
+                                Membership, Message, SnapshotMeta, SnapshotRequest,
+                                SnapshotResponse, TimeoutNow, VoteRequest, VoteResponse)
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 MAX_VARINT = 2**64 - 1
 MAX_ID_BYTES = 64
 MAX_DATA_BYTES = 64 * 1024 * 1024
 
 _TYPES: dict[type, int] = {VoteRequest: 1, VoteResponse: 2, AppendRequest: 3,
                            AppendResponse: 4, SnapshotRequest: 5, SnapshotResponse: 6,
-                           TimeoutNow: 7}
+                           TimeoutNow: 7, Applied: 8}
+#: Message types a version-1 node does not know.
+_SINCE_2 = {Applied}
 _BY_CODE = {code: cls for cls, code in _TYPES.items()}
 
 
@@ -63,11 +73,15 @@ def _membership(m: Membership) -> bytes:
     return _blob(m.encode())
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, version: int = VERSION) -> bytes:
+    """``msg`` as a node of ``version`` reads it; CodecError if it cannot be (an ``Applied``
+    for a version-1 node: the caller drops it)."""
     code = _TYPES.get(type(msg))
     if code is None:
         raise CodecError(f"not a Raft message: {type(msg).__name__}")
-    parts = [bytes((VERSION, code)), _uint(msg.term), _text(msg.source), _text(msg.dest)]
+    if version not in VERSIONS or (version < 2 and type(msg) in _SINCE_2):
+        raise CodecError(f"version {version} has no {type(msg).__name__}")
+    parts = [bytes((version, code)), _uint(msg.term), _text(msg.source), _text(msg.dest)]
     if isinstance(msg, VoteRequest):
         parts += [_uint(msg.last_index), _uint(msg.last_term),
                   _uint(int(msg.pre_vote) | int(msg.transfer) << 1)]
@@ -75,7 +89,10 @@ def encode(msg: Message) -> bytes:
         parts += [_uint(int(msg.granted) | int(msg.pre_vote) << 1)]
     elif isinstance(msg, AppendRequest):
         parts += [_uint(msg.prev_index), _uint(msg.prev_term), _uint(msg.commit),
-                  _uint(msg.round), _uint(len(msg.entries))]
+                  _uint(msg.round)]
+        if version >= 2:
+            parts += [_uint(msg.lease_round), _uint(msg.lease_ms), _uint(msg.stable)]
+        parts.append(_uint(len(msg.entries)))
         for e in msg.entries:
             parts += [_uint(e.index), _uint(e.term), _uint(int(e.kind)), _blob(e.data)]
     elif isinstance(msg, AppendResponse):
@@ -85,6 +102,8 @@ def encode(msg: Message) -> bytes:
         parts += [_uint(msg.meta.index), _uint(msg.meta.term), _membership(msg.meta.membership)]
     elif isinstance(msg, SnapshotResponse):
         parts += [_uint(msg.match_index)]
+    elif isinstance(msg, Applied):
+        parts += [_uint(msg.applied)]
     return b"".join(parts)
 
 
@@ -157,10 +176,11 @@ def decode(data: bytes) -> Message:
 
 
 def _decode(data: bytes) -> Message:
-    if len(data) < 2 or data[0] != VERSION:
+    if len(data) < 2 or data[0] not in VERSIONS:
         raise CodecError("unknown version")
+    version = data[0]
     cls = _BY_CODE.get(data[1])
-    if cls is None:
+    if cls is None or (version < 2 and cls in _SINCE_2):
         raise CodecError(f"unknown message type {data[1]}")
     r = _Reader(data)
     r.pos = 2
@@ -174,8 +194,11 @@ def _decode(data: bytes) -> Message:
         flags = r.flag(2)
         msg = VoteResponse(term, source, dest, bool(flags & 1), bool(flags & 2))
     elif cls is AppendRequest:
-        prev_index, prev_term, commit, round_, count = (r.uint(), r.uint(), r.uint(),
-                                                        r.uint(), r.uint())
+        prev_index, prev_term, commit, round_ = r.uint(), r.uint(), r.uint(), r.uint()
+        lease_round = lease_ms = stable = 0
+        if version >= 2:
+            lease_round, lease_ms, stable = r.uint(), r.uint(), r.uint()
+        count = r.uint()
         if count > len(data):
             raise CodecError("entry count exceeds the message")
         entries = []
@@ -183,7 +206,7 @@ def _decode(data: bytes) -> Message:
             index, e_term, kind = r.uint(), r.uint(), EntryKind(r.uint())
             entries.append(Entry(index, e_term, kind, r.blob()))
         msg = AppendRequest(term, source, dest, prev_index, prev_term, tuple(entries), commit,
-                            round_)
+                            round_, lease_round, lease_ms, stable)
     elif cls is AppendResponse:
         success = r.flag(1)
         msg = AppendResponse(term, source, dest, bool(success), r.uint(), r.uint(), r.uint(),
@@ -197,6 +220,8 @@ def _decode(data: bytes) -> Message:
         msg = SnapshotRequest(term, source, dest, SnapshotMeta(index, s_term, membership))
     elif cls is SnapshotResponse:
         msg = SnapshotResponse(term, source, dest, r.uint())
+    elif cls is Applied:
+        msg = Applied(term, source, dest, r.uint())
     else:
         msg = TimeoutNow(term, source, dest)
     if r.pos != len(data):

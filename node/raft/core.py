@@ -20,10 +20,14 @@ Safety rests on the paper's rules; liveness and availability on these choices:
   within the minimum election timeout ignores vote requests (unless sent for a
   leadership transfer); a leader that has not heard from a quorum within an
   election timeout steps down, so a minority leader stops accepting writes.
-* **Reads are ReadIndex** (dissertation 6.4), not a clock lease: a leader
-  confirms with one heartbeat round to a quorum that it still leads, then the
-  read waits until the commit index of that moment is applied. It stays correct
-  when a process is paused (SIGSTOP) or a clock jumps, which a lease does not.
+* **Reads**: with ``lease_s`` set, any node holding a read lease reads its own
+  state (``lease_read_index``; the protocol and why it is safe are in
+  ``node.raft.leases``: it assumes only that clocks run at rates within
+  ``clock_drift`` of each other, never that they agree, and a paused process
+  checks its lease against a fresh monotonic reading). Without one, ReadIndex
+  (dissertation 6.4): the leader confirms with one heartbeat round to a quorum
+  that it still leads, then the read waits until the commit index of that
+  moment is applied. Writes are acknowledged once *stable* (``stable_index``).
 * **Single-server membership changes** take effect when appended; one at a
   time, and only after the leader committed an entry of its own term.
 * **Leadership transfer** (dissertation 3.10) on graceful leave.
@@ -51,10 +55,11 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from node.raft.leases import FollowerLease, LeaseHolders, leader_lease_until
 from node.raft.log import RaftLog
-from node.raft.messages import (AppendRequest, AppendResponse, Entry, EntryKind, Membership,
-                                Message, SnapshotMeta, SnapshotRequest, SnapshotResponse,
-                                TimeoutNow, VoteRequest, VoteResponse)
+from node.raft.messages import (AppendRequest, AppendResponse, Applied, Entry, EntryKind,
+                                Membership, Message, SnapshotMeta, SnapshotRequest,
+                                SnapshotResponse, TimeoutNow, VoteRequest, VoteResponse)
 
 if TYPE_CHECKING:
     import random  # noqa: TID251 - only the type: the generator is seeded and injected
@@ -86,6 +91,11 @@ class RaftConfig:
     max_append_bytes: int = 1024 * 1024
     #: A leadership transfer that has not finished after this long is abandoned.
     transfer_timeout_s: float = 1.6
+    #: Length of a follower's read lease (0: no leases, every read is a ReadIndex); a
+    #: node that stops answering holds acknowledgements of writes up for this long.
+    lease_s: float = 0.0
+    #: How far two nodes' clocks may differ in rate; leases are shortened by this much.
+    clock_drift: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +142,8 @@ class _Progress:
     snapshot_sent_s: float | None = None
     last_heard_s: float = -1e18
     round_acked: int = 0
+    #: When the first answer to ``round_acked`` arrived: the follower answered before.
+    round_acked_s: float = -1e18
     #: The round of the request whose acknowledgement set ``match_index``.
     match_round: int = 0
 
@@ -170,6 +182,15 @@ class Raft:
         #: Proposals and reads ask for a round of AppendRequests; ``ready`` sends one for all
         #: that asked since the last Ready, so a burst of them shares one message per peer.
         self._broadcast_wanted = False
+        #: When each recent round was first broadcast (the leader's lease starts there).
+        self._round_sent: dict[int, float] = {}
+        self._lease = FollowerLease(config.clock_drift)
+        self._holders = LeaseHolders(config.lease_s, config.clock_drift)
+        #: Every entry up to here is applied on every lease holder: reads may show it.
+        self.stable_index = 0
+        #: A restarted node forgot which leader it heard and when: it refuses votes for an
+        #: election timeout, or a leader's lease could outlive its reign.
+        self._no_votes_until = now + config.election_timeout_s if config.lease_s > 0 else now
         self._reads: list[_PendingRead] = []
         self._waiting_reads: list[object] = []
         self._transfer_to: str | None = None
@@ -238,8 +259,12 @@ class Raft:
             self._persisted = min(self._persisted, self.log.last_index)
         if ready.committed:
             self._handed = max(self._handed, ready.committed[-1].index)
+            if self.role is not Role.LEADER and self.leader is not None and \
+                    self.config.lease_s > 0:
+                self._send(Applied(self.term, self.id, self.leader, self._handed))
         if self.role is Role.LEADER:
             self._maybe_commit()
+            self._advance_stable(self._now)
 
     def _contiguous(self, indexes: list[int]) -> int:
         """The end of the run of still-valid indexes that starts this Ready's entries."""
@@ -325,6 +350,7 @@ class Raft:
                     return
             if self._transfer_to is not None and now >= self._transfer_until:
                 self._transfer_to = None
+            self._advance_stable(now)
             if now >= self._next_heartbeat_s:
                 self._broadcast_append(now)
             return
@@ -368,6 +394,10 @@ class Raft:
             if self.id in self.membership.voters and self.role is not Role.LEADER \
                     and not self.fenced:
                 self._start_election(now, transfer=True)
+        elif isinstance(msg, Applied):
+            if self.role is Role.LEADER:
+                self._holders.applied(msg.source, msg.applied)
+                self._advance_stable(now)
 
     # -- elections --------------------------------------------------------------------------
 
@@ -418,6 +448,9 @@ class Raft:
         return len(self._votes & self.membership.voters) >= self.membership.quorum()
 
     def _on_vote_request(self, now: float, msg: VoteRequest) -> None:
+        if now < self._no_votes_until and not msg.transfer:
+            self._send(VoteResponse(self.term, self.id, msg.source, False, msg.pre_vote))
+            return
         if msg.pre_vote:
             granted = msg.term > self.term and self._log_ok(msg.last_index, msg.last_term) \
                 and not self._in_lease(now) and not self.fenced
@@ -444,6 +477,8 @@ class Raft:
                     self._become_leader(now)
 
     def _become_follower(self, now: float, term: int, leader: str | None) -> None:
+        if term > self.term or leader != self.leader:
+            self._lease.reset()
         if term > self.term:
             self.term = term
             self.voted_for = None
@@ -469,6 +504,9 @@ class Raft:
         self._progress = {peer: _Progress(self.log.last_index + 1, last_heard_s=now)
                           for peer in self.membership.members - {self.id}}
         self._quorum_check_s = now + self.config.election_timeout_s
+        self._lease.reset()
+        self._holders.start_term(self.membership.members - {self.id}, now)
+        self._round_sent.clear()
         self._append_own(Entry(self.log.last_index + 1, self.term, EntryKind.NOOP))
         self._term_started_index = self.log.last_index
         self._broadcast_append(now)
@@ -500,6 +538,9 @@ class Raft:
 
     def _broadcast_append(self, now: float) -> None:
         self._round += 1
+        self._round_sent[self._round] = now
+        if len(self._round_sent) > 64:
+            del self._round_sent[min(self._round_sent)]
         for peer in sorted(self._progress):
             self._send_append(now, peer)
         self._next_heartbeat_s = now + self.config.heartbeat_interval_s
@@ -519,8 +560,13 @@ class Raft:
         if progress.replicating and entries:
             progress.next_index = entries[-1].index + 1
         # The follower commits at most up to what this request proves it holds.
+        lease_round = lease_ms = 0
+        if progress.round_acked and self._leads_under_lease(now) and \
+                self._holders.grant(peer, progress.round_acked_s):
+            lease_round, lease_ms = progress.round_acked, int(self.config.lease_s * 1000)
         self._send(AppendRequest(self.term, self.id, peer, prev, prev_term, entries,
-                                 self.commit_index, self._round))
+                                 self.commit_index, self._round, lease_round, lease_ms,
+                                 self.stable_index))
 
     def _send_snapshot(self, now: float, peer: str, progress: _Progress) -> None:
         if progress.snapshot_sent_s is not None and \
@@ -535,7 +581,8 @@ class Raft:
         if self.role is not Role.LEADER or progress is None:
             return
         progress.last_heard_s = now
-        progress.round_acked = max(progress.round_acked, msg.round)
+        if msg.round > progress.round_acked:
+            progress.round_acked, progress.round_acked_s = msg.round, now
         if msg.success:
             if msg.match_index > progress.match_index:
                 progress.match_index, progress.match_round = msg.match_index, msg.round
@@ -592,6 +639,8 @@ class Raft:
         candidate = matches[self.membership.quorum() - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
+            if self.config.lease_s > 0:
+                self._broadcast_wanted = True  # lease holders apply it, so writes can be acked
             if self._committed_in_term() and self._waiting_reads:
                 waiting, self._waiting_reads = self._waiting_reads, []
                 for context in waiting:
@@ -625,14 +674,55 @@ class Raft:
         if len(self.membership.voters - {self.id}) == 0:
             self._serve_reads()
 
-    def _serve_reads(self) -> None:
-        if not self._reads:
-            return
+    def _confirmed_round(self) -> int:
+        """The latest round a quorum of voters answered (past every round when this node
+        is a quorum by itself)."""
         acked = sorted((p.round_acked for peer, p in self._progress.items()
                         if peer in self.membership.voters), reverse=True)
         need = self.membership.quorum() - (1 if self.id in self.membership.voters else 0)
-        confirmed = acked[need - 1] if need > 0 and len(acked) >= need else \
-            (self._round + 1 if need <= 0 else 0)
+        if need <= 0:
+            return self._round + 1
+        return acked[need - 1] if len(acked) >= need else 0
+
+    def _leads_under_lease(self, now: float) -> bool:
+        """This leader cannot have been replaced yet (``node.raft.leases``): it may read
+        its own state, and make promises to followers."""
+        if self.config.lease_s <= 0 or self.role is not Role.LEADER or \
+                self._transfer_to is not None or not self._committed_in_term():
+            return False
+        confirmed = self._confirmed_round()
+        if confirmed > self._round:
+            return True  # a quorum by itself: nobody else can be elected
+        sent = self._round_sent.get(confirmed)
+        return sent is not None and now < leader_lease_until(
+            sent, self.config.election_timeout_s, self.config.clock_drift)
+
+    def lease_read_index(self, now: float) -> int | None:
+        """With a valid read lease, the index this node must have applied for its own state
+        to be a linearizable read now; None without one (use ReadIndex)."""
+        if self.role is Role.LEADER:
+            return self.commit_index if self._leads_under_lease(now) else None
+        if self.leader is not None and self._lease.valid(now):
+            return self._lease.index
+        return None
+
+    def _advance_stable(self, now: float) -> None:
+        if self.role is not Role.LEADER:
+            return
+        if self.config.lease_s <= 0:
+            # Without leases nobody waits on it: applied on the leader is enough.
+            self.stable_index = max(self.stable_index, self._handed)
+            return
+        moved = self._holders.advance(now, min(self._handed, self.commit_index)) and \
+            self._holders.stable > self.stable_index
+        self.stable_index = max(self.stable_index, self._holders.stable)
+        if moved and self._progress:
+            self._broadcast_wanted = True  # followers learn it now: their reads may wait on it
+
+    def _serve_reads(self) -> None:
+        if not self._reads:
+            return
+        confirmed = self._confirmed_round()
         still = []
         for read in self._reads:
             if read.round <= confirmed:
@@ -667,6 +757,7 @@ class Raft:
         else:
             entries, prev_index = msg.entries, msg.prev_index
         if prev_term is None or (prev_index == msg.prev_index and prev_term != msg.prev_term):
+            self._lease.answered(msg.round, now)
             self._reject_append(msg)
             return
         truncated = self.log.append(entries)
@@ -687,6 +778,9 @@ class Raft:
         last_new = prev_index + len(entries)
         if msg.commit > self.commit_index:
             self.commit_index = max(self.commit_index, min(msg.commit, last_new))
+        self._lease.granted(msg.lease_round, msg.lease_ms / 1000, msg.commit)
+        self.stable_index = max(self.stable_index, msg.stable)
+        self._lease.answered(msg.round, now)
         self._send(AppendResponse(self.term, self.id, msg.source, True, last_new,
                                   prev_index=msg.prev_index, round=msg.round))
 

@@ -80,7 +80,8 @@ class RaftDriver:
                  observer: CommitObserver | None = None,
                  snapshotter: Snapshotter | None = None, files: SnapshotFiles | None = None,
                  snapshot_every: int = 0,
-                 accept: Callable[[str], bool] | None = None) -> None:
+                 accept: Callable[[str], bool] | None = None,
+                 wire_of: Callable[[str], int] | None = None) -> None:
         self.node_id = node_id
         self.config = config
         self._db = db
@@ -93,6 +94,8 @@ class RaftDriver:
         self._snapshotter = snapshotter
         #: Whether to take Raft messages from a peer (another group's are dropped).
         self._accept = accept
+        #: The Raft wire version a peer reads (``node.raft.codec``); the newest if unknown.
+        self._wire_of = wire_of
         self._files = files
         #: Compact the log once this many entries were applied since the last snapshot.
         self.snapshot_every = snapshot_every
@@ -104,6 +107,8 @@ class RaftDriver:
         self._reads: dict[int, tuple[trio.Event, list[int | None]]] = {}
         self._read_ids = 0
         self._applied_changed = trio.Event()
+        self._stable_changed = trio.Event()
+        self._stable_seen = 0
         self._results: OrderedDict[int, tuple[int, object]] = OrderedDict()
         self.raft: Raft | None = None
         self._compact_not_before = -math.inf
@@ -157,6 +162,8 @@ class RaftDriver:
         await waiter.done.wait()
         if waiter.lost:
             raise ProposalLost(f"entry {entry.index} was replaced by a new leader")
+        # Acknowledged only once every lease holder applied it (node.raft.leases).
+        await self.wait_stable(entry.index)
         return entry, waiter.result
 
     async def result_of(self, index: int, term: int) -> object:
@@ -215,6 +222,26 @@ class RaftDriver:
         while self._applied < index:
             await self._applied_changed.wait()
 
+    def lease_read_index(self) -> int | None:
+        """The index to have applied for a linearizable local read now, if this node holds
+        a read lease (``node.raft.leases``); None: use ``read_index``."""
+        return self.raft.lease_read_index(trio.current_time()) if self.raft else None
+
+    @property
+    def stable(self) -> int:
+        """Every entry up to here is applied on every node holding a read lease."""
+        return self.raft.stable_index if self.raft else 0
+
+    async def wait_stable(self, index: int) -> None:
+        while self.stable < index:
+            await self._stable_changed.wait()
+
+    def _stable_moved(self) -> None:
+        if self.raft is not None and self.raft.stable_index > self._stable_seen:
+            self._stable_seen = self.raft.stable_index
+            self._stable_changed.set()
+            self._stable_changed = trio.Event()
+
     # -- inputs ----------------------------------------------------------------------------
 
     def _wake(self) -> None:
@@ -240,6 +267,7 @@ class RaftDriver:
                 return
             msg = replace(msg, data=path)
         self.raft.receive(trio.current_time(), msg)
+        self._stable_moved()
         self._wake()
 
     async def _timer(self) -> None:
@@ -253,6 +281,7 @@ class RaftDriver:
             now = trio.current_time()
             if now >= core.next_deadline():
                 core.tick(now)
+                self._stable_moved()
                 self._wake()
 
     # -- the processor ---------------------------------------------------------------------
@@ -304,14 +333,24 @@ class RaftDriver:
                 waiting[1].append(read.index)
                 waiting[0].set()
         core.advance(ready)
+        self._stable_moved()
         self._rearm.set()  # advancing can change the deadline too (a removed leader steps down)
 
     def _send(self, messages: list[Message]) -> None:
         for msg in messages:
             if isinstance(msg, SnapshotRequest):
                 self._send_snapshot(msg)
-            else:
-                self._peers.send(msg.dest, "raft", codec.encode(msg))
+            elif (data := self._encode(msg)) is not None:
+                self._peers.send(msg.dest, "raft", data)
+
+    def _encode(self, msg: Message) -> bytes | None:
+        """``msg`` in the version its receiver reads; None if that version cannot carry it
+        (an ``Applied`` for an older node, which then simply holds no lease)."""
+        version = self._wire_of(msg.dest) if self._wire_of is not None else codec.VERSION
+        try:
+            return codec.encode(msg, version)
+        except codec.CodecError:
+            return None
 
     async def _persist(self, ready: Ready) -> None:
         """What must be on disk before anything of ``ready`` is sent or applied (one
@@ -372,7 +411,7 @@ class RaftDriver:
             self.counters["snapshot_requests_dropped"] += 1
             return
         self._files.send(self._nursery, msg.dest, msg.meta,
-                         lambda: self._peers.send(msg.dest, "raft", codec.encode(msg)))
+                         lambda: self._peers.send(msg.dest, "raft", self._encode(msg) or b""))
 
     def _settle(self, entry: Entry, result: object) -> None:
         self._results[entry.index] = (entry.term, result)

@@ -142,6 +142,12 @@ class AppendRequest:
     commit: int
     #: The leader's heartbeat round; echoed, so a ReadIndex knows a quorum still follows.
     round: int = 0
+    #: A read lease for the follower (``node.raft.leases``): the latest round of the
+    #: follower's answers the leader has received, and the lease's length. 0: none.
+    lease_round: int = 0
+    lease_ms: int = 0
+    #: Every entry up to here is applied on every node that holds a lease.
+    stable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,17 @@ class SnapshotResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    """A follower tells the leader what it has applied, as soon as it has: acknowledged
+    writes wait for every lease holder (``node.raft.leases``)."""
+
+    term: int
+    source: str
+    dest: str
+    applied: int
+
+
+@dataclass(frozen=True, slots=True)
 class TimeoutNow:
     """Leadership transfer: the leader tells an up-to-date voter to start an election now."""
 
@@ -190,4 +207,4 @@ class TimeoutNow:
 
 
 Message = Union[VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest,
-                SnapshotResponse, TimeoutNow]
+                SnapshotResponse, TimeoutNow, Applied]

@@ -17,8 +17,18 @@ client knows only what a real one would: what the node it talks to answers.
   applied there it reads the node's map. A failed ReadIndex (leadership lost)
   or a crash is retried; reads have no effect, so retrying is always safe.
 
+With ``leases=True`` (a core configured with ``lease_s``), a get asks the node
+for ``lease_read_index`` first and, holding a lease, reads its map once that is
+applied, with no round trip; and, as the node does (``node.meta.dirty``), every
+read waits until the key's last change on that node is stable, and a put
+completes only once its entry is stable. A paused node answers nothing until it
+resumes. Gets then go to a random node each time, as behind a load balancer that
+spreads requests over every node, since any node may answer them.
+
 ``stale_reads=True`` is the deliberate bug for the pipeline's self-test: a get
 is answered at once from any node's local map, with no ReadIndex.
+``unsettled_reads=True`` is another: with leases, reads do not wait for the
+keys they read to be stable.
 
 The recorder stamps events with their position in the run (logical time): the
 simulation is one process recording every call and return in the order it
@@ -31,7 +41,7 @@ import random
 from dataclasses import dataclass, field
 
 from node.raft.core import NotLeader, ReadState
-from node.raft.messages import Entry, SnapshotMeta
+from node.raft.messages import Entry, EntryKind, SnapshotMeta
 from node.testing.linearizability import (NOT_FOUND, OK, CheckResult, HistoryRecorder, KeyValue,
                                           check)
 from node.testing.raft_sim import RaftSim, SimNode
@@ -64,6 +74,7 @@ class ClientStats:
     reads_unknown: int = 0
     reads_failed: int = 0  # ReadIndex answered "leadership lost"; retried
     redirects: int = 0
+    lease_reads: int = 0  # gets answered under a read lease (no ReadIndex)
 
 
 @dataclass
@@ -83,6 +94,8 @@ class KvClients:
     retry_s: float = 0.05
     timeout_s: float = 2.5
     stale_reads: bool = False
+    leases: bool = False
+    unsettled_reads: bool = False
     stats: ClientStats = field(default_factory=ClientStats)
     ops: list[ClientOp] = field(default_factory=list)
     recorder: HistoryRecorder = field(default_factory=HistoryRecorder)
@@ -94,11 +107,20 @@ class KvClients:
         self._puts: dict[tuple[str, int], _Waiting] = {}  # (node, index) -> the put
         self._reads: dict[object, ClientOp] = {}  # ReadIndex context -> the get
         self._applied_wait: dict[str, list[tuple[int, ClientOp]]] = {}
+        #: Puts applied where they were proposed, waiting to be stable (with leases).
+        self._stable_wait: dict[str, list[tuple[int, ClientOp]]] = {}
+        #: Per node: the index of each key's last change, and the index below which
+        #: nothing is known (what it restarted or installed a snapshot from).
+        self._changed: dict[str, dict[str, int]] = {}
+        self._floor: dict[str, int] = {}
         sim = self.sim
         sim.on_apply.append(self._on_apply)
         sim.on_install.append(self._on_install)
         sim.on_read.append(self._on_read)
         sim.on_crash.append(self._on_crash)
+        sim.on_restart.append(self._on_restart)
+        sim.on_wipe.append(self._on_restart)
+        sim.on_event.append(self._on_event)
 
     # -- control -----------------------------------------------------------------------
 
@@ -160,10 +182,15 @@ class KvClients:
             self._finish(op, "unknown")
             return
         op.attempts += 1
-        target = self._target(op.client)
+        target = self.rng.choice(sorted(self.sim.nodes)) if self.leases and op.kind == "get" \
+            else self._target(op.client)
         node = self.sim.nodes[target]
         if not node.up:
             self._redirect(op, None)
+            return
+        if self.sim.is_paused(target):  # the request waits in its socket
+            op.attempts -= 1
+            self.sim.schedule(self.sim.paused[target], lambda: self._attempt(op))
             return
         if op.kind == "get" and self.stale_reads:
             self._finish(op, "ok", node.disk.kv.get(op.key, NOT_FOUND))
@@ -175,6 +202,14 @@ class KvClients:
                 assert isinstance(entry, Entry)
                 self._puts[(target, entry.index)] = _Waiting(op, entry.term)
             else:
+                index = self.sim.call(target, lambda raft, now: raft.lease_read_index(now)) \
+                    if self.leases else None
+                if isinstance(index, int):
+                    self.stats.lease_reads += 1
+                    op.node = target
+                    self._applied_wait.setdefault(target, []).append((index, op))
+                    self._serve_reads(node)
+                    return
                 context = ("get", op.handle, op.attempts)
                 self._reads[context] = op
                 self.sim.call(target, lambda raft, now: raft.read_index(now, context))
@@ -215,16 +250,50 @@ class KvClients:
     # -- what the nodes answer ---------------------------------------------------------
 
     def _on_apply(self, node: SimNode, entry: Entry) -> None:
+        if entry.kind is EntryKind.COMMAND:
+            key = entry.data.decode().partition("=")[0]
+            self._changed.setdefault(node.id, {})[key] = entry.index
         waiting = self._puts.pop((node.id, entry.index), None)
         if waiting is not None and waiting.op.node == node.id:
-            if entry.term == waiting.term:
+            if entry.term == waiting.term and self.leases:
+                self._stable_wait.setdefault(node.id, []).append((entry.index, waiting.op))
+            elif entry.term == waiting.term:
                 self._finish(waiting.op, "ok")
             else:
                 self.stats.puts_lost += 1
                 self._retry(waiting.op)
         self._serve_reads(node)
 
+    def _on_restart(self, node: SimNode) -> None:
+        self._changed[node.id] = {}
+        self._floor[node.id] = node.disk.applied
+
+    def _on_event(self, node: SimNode) -> None:
+        if not self.leases:
+            return
+        waiting = self._stable_wait.get(node.id)
+        if waiting:
+            still = []
+            for index, op in waiting:
+                if op.outcome != "pending" or op.node != node.id:
+                    continue
+                if node.raft.stable_index >= index:
+                    self._finish(op, "ok")
+                else:
+                    still.append((index, op))
+            self._stable_wait[node.id] = still
+        self._serve_reads(node)
+
+    def _settled(self, node: SimNode, key: str) -> bool:
+        """The key's last change on ``node`` is stable (or leases are off)."""
+        if not self.leases or self.unsettled_reads:
+            return True
+        changed = max(self._floor.get(node.id, 0), self._changed.get(node.id, {}).get(key, 0))
+        return changed <= node.raft.stable_index
+
     def _on_install(self, node: SimNode, meta: SnapshotMeta) -> None:
+        self._changed[node.id] = {}
+        self._floor[node.id] = meta.index
         for (node_id, index), waiting in list(self._puts.items()):
             if node_id == node.id and index <= meta.index:
                 del self._puts[(node_id, index)]
@@ -252,7 +321,7 @@ class KvClients:
         for index, op in waiting:
             if op.outcome != "pending" or op.node != node.id:
                 continue
-            if node.disk.applied >= index:
+            if node.disk.applied >= index and self._settled(node, op.key):
                 self._finish(op, "ok", node.disk.kv.get(op.key, NOT_FOUND))
             else:
                 still.append((index, op))
@@ -260,6 +329,7 @@ class KvClients:
 
     def _on_crash(self, node: SimNode) -> None:
         self._applied_wait.pop(node.id, None)
+        self._stable_wait.pop(node.id, None)
         for op in self.ops:
             if op.outcome != "pending" or op.node != node.id:
                 continue

@@ -15,7 +15,11 @@ so two state machines at the same index can be compared in one step.
 
 Faults: message loss, duplication, latency (a wide range reorders messages)
 with occasional long spikes (a message arriving after several heartbeats),
-partitions into groups, one-way blocks between two nodes, crashes and restarts.
+partitions into groups, one-way blocks between two nodes, crashes and restarts,
+pauses (``pause``: a SIGSTOPped process, which handles nothing until it resumes
+and then everything that waited, with its clock having run on), and clocks that
+run at different rates (``clock_rates``: each node's core sees its own time,
+``local(node, t)``), which read leases must survive.
 
 Hooks, for checkers and client layers (each a list of callables, called in
 order): ``on_event(node)`` after every input a node processed, ``on_persist(node,
@@ -148,6 +152,10 @@ class RaftSim:
         self.disk_latency_s = disk_latency_s
         self.snapshot_every = snapshot_every
         self.now = 0.0
+        #: Each node's clock rate (1.0: the simulation's); its core sees ``rate * now``.
+        self.clock_rates: dict[str, float] = {}
+        #: Paused nodes and when they resume (simulation time).
+        self.paused: dict[str, float] = {}
         self.nodes: dict[str, SimNode] = {}
         self.groups: dict[str, int] = {}
         self.blocked: set[tuple[str, str]] = set()
@@ -189,8 +197,23 @@ class RaftSim:
         self._after(node)
         return node
 
+    def local(self, node_id: str, at_s: float | None = None) -> float:
+        """Node ``node_id``'s clock at simulated time ``at_s`` (now by default)."""
+        return self.clock_rates.get(node_id, 1.0) * (self.now if at_s is None else at_s)
+
+    def _sim_time(self, node_id: str, local_s: float) -> float:
+        return local_s / self.clock_rates.get(node_id, 1.0)
+
+    def pause(self, node_id: str, seconds: float) -> None:
+        """SIGSTOP for ``seconds``: the node handles no message, timer or disk completion
+        until then; they wait and are handled when it resumes (the network kept them)."""
+        self.paused[node_id] = max(self.paused.get(node_id, 0.0), self.now + seconds)
+
+    def is_paused(self, node_id: str) -> bool:
+        return self.paused.get(node_id, -1.0) > self.now
+
     def _make_raft(self, node_id: str, disk: Disk) -> Raft:
-        return Raft(node_id, self.config, random.Random(self.rng.random()), self.now,
+        return Raft(node_id, self.config, random.Random(self.rng.random()), self.local(node_id),
                     hard_state=disk.hard_state, snapshot=disk.snapshot, entries=disk.log(),
                     applied=disk.applied)
 
@@ -273,7 +296,7 @@ class RaftSim:
         if not node.up:
             return None
         try:
-            entry = node.raft.propose(self.now, data)
+            entry = node.raft.propose(self.local(node_id), data)
         except NotLeader:
             return None
         self._after(node)
@@ -284,7 +307,7 @@ class RaftSim:
         if not node.up:
             return False
         try:
-            node.raft.read_index(self.now, context)
+            node.raft.read_index(self.local(node_id), context)
         except NotLeader:
             return False
         self._after(node)
@@ -295,7 +318,7 @@ class RaftSim:
         ``action`` raises propagates (after the node's state was processed)."""
         node = self.nodes[node_id]
         try:
-            return action(node.raft, self.now)
+            return action(node.raft, self.local(node_id))
         finally:
             self._after(node)
 
@@ -326,15 +349,23 @@ class RaftSim:
     def _event(self, kind: str, node: SimNode, payload: object) -> None:
         if not node.up:
             return
+        if self.is_paused(node.id):
+            self._push(self.paused[node.id], kind, node.id, payload)  # handled on resume
+            return
+        now = self.local(node.id)
         if kind == "tick":
-            if payload is not node.raft or node.raft.next_deadline() > self.now + 1e-9:
+            if payload is not node.raft:
+                return
+            if node.raft.next_deadline() > now + 1e-9:  # early by this node's clock: rearm
+                self._tick_at.pop(node.id, None)
+                self._after(node)
                 return
             self._tick_at.pop(node.id, None)
-            node.raft.tick(self.now)
+            node.raft.tick(now)
         elif kind == "msg":
             log = node.raft.log
             last, term = log.last_index, log.last_term
-            node.raft.receive(self.now, cast(Message, payload))
+            node.raft.receive(now, cast(Message, payload))
             if node.raft.log.term_at(last) not in (term, None) or node.raft.log.last_index < last:
                 self.stats.truncations += 1
                 self.stats.truncations_during_write += bool(self._busy.get(node.id))
@@ -372,7 +403,7 @@ class RaftSim:
         deadline = node.raft.next_deadline()
         if self._tick_at.get(node.id) != (node.raft, deadline):
             self._tick_at[node.id] = (node.raft, deadline)
-            self._push(deadline, "tick", node.id, node.raft)
+            self._push(self._sim_time(node.id, deadline) + 1e-9, "tick", node.id, node.raft)
 
     def _persist(self, node: SimNode, ready: Ready) -> None:
         """Apply ``ready`` to the disk at once: a crash before ``_finish`` loses only the

@@ -18,6 +18,7 @@ bootstrap entry: ``[1, 1, 4]`` is index 2-3 at term 1 and index 4 at term 4.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable
 
@@ -25,7 +26,7 @@ import pytest
 
 from node.raft.core import (ChangeInProgress, HardState, NotLeader, Raft, RaftConfig, Ready,
                             ReadState, Role)
-from node.raft.messages import (AppendRequest, AppendResponse, Entry, EntryKind, Membership,
+from node.raft.messages import (AppendRequest, AppendResponse, Applied, Entry, EntryKind, Membership,
                                 Message, SnapshotMeta, SnapshotRequest, SnapshotResponse,
                                 TimeoutNow, VoteRequest, VoteResponse)
 from node.testing.raft_sim import Disk
@@ -1344,3 +1345,120 @@ def test_random_walk_keeps_deadlines_ahead_and_raft_safe(seed: int) -> None:
                     reads_answered += 1
     assert all(len(ls) == 1 for ls in leaders_of_term.values()), leaders_of_term
     assert max(applied) > 10 and reads_answered > 0  # the walk did get somewhere
+
+
+# == read leases (node.raft.leases) ============================================================
+
+LEASED = RaftConfig(election_timeout_s=1.0, heartbeat_interval_s=0.1, max_append_bytes=1 << 20,
+                    transfer_timeout_s=2.0, lease_s=1.0, clock_drift=0.05)
+
+
+def leased(voters: Iterable[str] = ("a", "b", "c")) -> Cluster:
+    """Leader a, its no-op stable, every follower holding a lease."""
+    c = elected(voters, config=LEASED)
+    c.run(0.5)  # Applied reports, then grants on the next rounds
+    assert all(c[n].lease_read_index(c.now) is not None for n in c.nodes), \
+        {n: c[n].lease_read_index(c.now) for n in c.nodes}
+    return c
+
+
+def test_every_node_reads_under_a_lease_once_granted() -> None:
+    c = Cluster(["a", "b", "c"], config=LEASED)
+    assert all(c[n].lease_read_index(c.now) is None for n in c.nodes)  # no leader yet
+    c.campaign("a")
+    c.run(0.5)
+    commit = c["a"].commit_index
+    assert c["a"].lease_read_index(c.now) == commit
+    assert c["b"].lease_read_index(c.now) is not None
+    assert c["a"].stable_index == commit and c["b"].stable_index == commit
+
+
+def test_a_follower_lease_runs_out_by_its_own_clock() -> None:
+    c = leased()
+    c.partition(["a", "b"], ["c"])
+    c.run(0.5)
+    assert c["c"].lease_read_index(c.now) is not None
+    c.run(LEASED.lease_s * (1 - LEASED.clock_drift))
+    assert c["c"].lease_read_index(c.now) is None
+
+
+def test_a_cut_off_leader_stops_reading_and_granting_before_anyone_can_replace_it() -> None:
+    # A large drift margin leaves a while between the end of the leader's lease and its
+    # stepping down (check-quorum, one election timeout), in which it still sends.
+    config = dataclasses.replace(LEASED, clock_drift=0.3)
+    c = elected(config=config)
+    c.run(0.5)
+    c.partition(["a"], ["b", "c"])
+    c.run(0.4)
+    assert c["a"].lease_read_index(c.now) is not None
+    granted = c.sent_of(AppendRequest, src="a", since=len(c.sent) - 4)
+    assert any(m.lease_ms for m in granted)  # it still promises, under its own lease
+    c.run(0.4)
+    assert c["a"].is_leader and c["a"].lease_read_index(c.now) is None
+    since = len(c.sent)
+    c.run(0.15)
+    requests = c.sent_of(AppendRequest, src="a", since=since)
+    assert requests and all(m.lease_ms == 0 for m in requests)  # no promise without a lease
+
+
+def test_a_restarted_voter_refuses_votes_for_an_election_timeout() -> None:
+    c = leased()
+    c.crash("b")
+    c.start("b")
+    assert c["b"].leader is None  # it forgot whom it heard
+    vote = VoteRequest(c["a"].term + 1, "c", "b", 99, 99, pre_vote=True)
+    c.receive(vote)
+    answers = [m for m in c.sent_of(VoteResponse, src="b") if m.dest == "c"]
+    assert answers and not answers[-1].granted
+    c.now += T + 0.01
+    c.receive(vote)
+    answers = [m for m in c.sent_of(VoteResponse, src="b") if m.dest == "c"]
+    assert answers[-1].granted
+
+
+def test_a_write_is_stable_only_once_every_lease_holder_applied_it() -> None:
+    c = leased()
+    c.partition(["a", "b"], ["c"])  # c holds a lease and will not apply the write
+    entry = c.propose("a", b"x=1")
+    c.deliver()
+    assert c["a"].commit_index >= entry.index
+    assert c["a"].stable_index < entry.index  # c's promise still stands
+    c.run(LEASED.lease_s + 0.3)  # the promise to c runs out, by the leader's clock
+    assert c["a"].stable_index >= entry.index
+    assert c["c"].lease_read_index(c.now) is None  # and c stopped reading long before
+
+
+def test_a_new_leader_waits_out_what_its_predecessor_may_have_promised() -> None:
+    c = leased()
+    c.crash("a")
+    c.campaign("b")
+    assert c.leaders() == ["b"]
+    c.run(0.3)
+    # a is down: it reports nothing, so nothing is stable until a lease of a's could
+    # have run out.
+    assert c["b"].stable_index < c["b"].commit_index
+    c.run(LEASED.lease_s * (1 + LEASED.clock_drift))
+    assert c["b"].stable_index == c["b"].commit_index
+
+
+def test_a_transferring_leader_gives_up_its_lease() -> None:
+    c = leased()
+    assert c["a"].lease_read_index(c.now) is not None
+    c["a"].transfer_leadership(c.now, "b")
+    assert c["a"].lease_read_index(c.now) is None
+
+
+def test_a_node_that_never_reports_applied_gets_no_lease_and_blocks_nothing() -> None:
+    """An older node (wire version 1) sends no Applied: it is never promised a lease, and
+    after the new term's wait nothing waits for it."""
+    c = Cluster(["a", "b", "c"], config=LEASED)
+    old = lambda m: isinstance(m, Applied) and m.source == "c"  # noqa: E731
+    c.campaign("a", hold=old)
+    c.take(old)
+    for _ in range(20):
+        c.run(0.1, hold=old)
+        c.take(old)
+    assert c["c"].lease_read_index(c.now) is None
+    entry = c.propose("a", b"y=2")
+    c.run(0.3, hold=old)
+    assert c["a"].stable_index >= entry.index
