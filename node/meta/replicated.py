@@ -109,13 +109,17 @@ class ReplicatedLog:
         await trio.sleep_forever()
 
     async def take(self, path: Path) -> None:
-        """The driver's snapshot: a consistent copy of the metadata database."""
+        """The driver's snapshot: a consistent copy of the metadata database. The log it
+        covers is dropped next, so the database is made durable first (its commits do not
+        fsync: a power cut may take back the last of them, which the log replays)."""
         await self._db.backup_to(path)
+        await self._db.make_durable()
 
     async def install(self, path: Path) -> None:
         """A snapshot from the leader replaces the metadata; the view is rebuilt from it."""
         await self._db.restore_from(path)
         await self._db.write(self._state.load)
+        await self._db.make_durable()  # before the driver records the snapshot and cuts its log
 
     # -- MetadataLog -----------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ import trio
 from node.raft import codec, storage
 from node.raft.core import NotLeader, Raft, RaftConfig, Ready
 from node.raft.messages import (AppendRequest, Entry, EntryKind, Membership, Message,
-                                SnapshotRequest)
+                                SnapshotMeta, SnapshotRequest)
 from node.raft.snapshots import SnapshotFiles
 from node.meta.log import CommitObserver
 from node.rpc.peers import PeerNet
@@ -125,6 +125,8 @@ class RaftDriver:
         if stored.empty and self._bootstrap is not None:
             entries = [Entry(1, 0, EntryKind.MEMBERSHIP, self._bootstrap.encode())]
             await self._db.write(lambda c: storage.save(c, Ready(entries=entries)))
+        if stored.snapshot is not None and self._applied < stored.snapshot.index:
+            await self._recover_state(stored.snapshot)
         if stored.snapshot is not None:
             # The state was installed or taken before the snapshot was recorded: it holds
             # at least everything the snapshot covers.
@@ -140,6 +142,19 @@ class RaftDriver:
             nursery.start_soon(self._timer)
             nursery.start_soon(self._processor)
             task_status.started()
+
+    async def _recover_state(self, snapshot: SnapshotMeta) -> None:
+        """The state machine is older than the snapshot that replaced the log before it
+        (the log it would replay is gone): reinstall the snapshot file. The state is made
+        durable before any log is dropped, so only a database put back by hand gets here."""
+        path = self._files.path_for(snapshot) if self._files is not None else None
+        if path is None or self._snapshotter is None or not path.exists():
+            raise RuntimeError(f"the applied state ({self._applied}) is older than the Raft "
+                               f"snapshot ({snapshot.index}) and the snapshot file is missing")
+        log.warning("the applied state is older than the Raft snapshot: reinstalling it",
+                    extra={"applied": self._applied, "snapshot": snapshot.index})
+        await self._snapshotter.install(path)
+        self._applied = snapshot.index
 
     def _core(self) -> Raft:
         if self.raft is None:

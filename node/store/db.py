@@ -6,8 +6,12 @@ one writer connection (writes are serialised by a limiter of one, which is also
 what makes group commit work: a batch is one transaction and one fsync) and a
 small pool of reader connections that WAL lets run beside the writer.
 
-Durability: WAL with ``synchronous=FULL``, so a committed transaction survives
-a power cut, not just a process crash.
+Durability: WAL with ``synchronous=FULL`` by default, so a committed transaction
+survives a power cut, not just a process crash. A database whose every change can
+be replayed from another durable record may use ``NORMAL`` (the metadata, rebuilt
+from the Raft log): a commit then costs no fsync, a process crash still loses
+nothing, and a power cut loses only the last commits, until ``make_durable``,
+which its owner calls before that other record forgets them.
 
 A full disk: a write the node cannot go on without (its Raft log, applying
 committed entries) is retried by ``until_stored`` instead of failing, so the
@@ -41,11 +45,11 @@ DatabaseError = sqlite3.DatabaseError
 IntegrityError = sqlite3.IntegrityError
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=30.0, cached_statements=256)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=OFF")
     return conn
 
@@ -57,9 +61,11 @@ class Database:
     called while a call is in flight (the node closes it after its nursery).
     """
 
-    def __init__(self, path: Path, *, readers: int = 2) -> None:
+    def __init__(self, path: Path, *, readers: int = 2, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = path
-        self._writer = _connect(path)
+        self._writer = _connect(path, synchronous)
         self._write_limiter = trio.CapacityLimiter(1)
         self._idle_readers = [_connect(path) for _ in range(readers)]
         self._all_readers = list(self._idle_readers)
@@ -81,6 +87,15 @@ class Database:
                 return await trio.to_thread.run_sync(_in_read_txn, fn, conn)
             finally:
                 self._idle_readers.append(conn)
+
+    async def make_durable(self) -> None:
+        """Everything committed so far is on disk when this returns (a checkpoint that
+        syncs the database file: only needed with ``synchronous="NORMAL"``)."""
+        def checkpoint(conn: sqlite3.Connection) -> None:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            if busy:
+                raise DatabaseError("a checkpoint could not complete (readers in the way)")
+        await self.write(checkpoint)
 
     async def backup_to(self, path: Path) -> None:
         """Write a consistent copy of the database to ``path`` (sqlite's online backup, on

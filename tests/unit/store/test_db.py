@@ -85,3 +85,30 @@ async def test_a_node_stopping_while_its_disk_is_full_is_not_held_up(
     with trio.move_on_after(30) as scope:
         await until_stored(attempt, "the test write")
     assert scope.cancelled_caught
+
+
+async def test_a_normal_sync_database_is_made_durable_on_demand(tmp_path: Path) -> None:
+    """NORMAL commits do not fsync; make_durable checkpoints the WAL into the database
+    file (synced), so what was committed no longer depends on the WAL."""
+    db = Database(tmp_path / "n.sqlite3", synchronous="NORMAL")
+    try:
+        await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+        for i in range(50):
+            await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", (i,)))
+        assert (tmp_path / "n.sqlite3-wal").stat().st_size > 0
+        await db.make_durable()
+        copy = tmp_path / "copy.sqlite3"
+        copy.write_bytes((tmp_path / "n.sqlite3").read_bytes())  # the main file alone
+        other = Database(copy)
+        try:
+            assert await other.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone()
+                                    [0]) == 50
+        finally:
+            other.close()
+    finally:
+        db.close()
+
+
+def test_synchronous_must_be_full_or_normal(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Database(tmp_path / "x.sqlite3", synchronous="OFF")
