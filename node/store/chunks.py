@@ -158,11 +158,14 @@ class ChunkStore:
             raise RuntimeError("ChunkStore used before open()")
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    async def put(self, digest: bytes, data: bytes | bytearray | memoryview) -> None:
-        """Store ``data`` durably under ``digest`` (trusted to be its SHA-256; reads re-check)."""
+    async def put(self, digest: bytes, data: bytes | bytearray | memoryview, *,
+                  verify: bool = False) -> None:
+        """Store ``data`` durably under ``digest`` (trusted to be its SHA-256 unless
+        ``verify``: then ChunkCorrupt if it is not, checked on the worker thread that
+        writes it, so a peer's chunk is never hashed on the event loop)."""
         path = self.path_for(digest)
         try:
-            await self._run(self._put_sync, path, data)
+            await self._run(self._put_sync, path, data, digest if verify else None)
         except OSError as exc:
             mapped = map_os_error(exc)
             if mapped is exc:
@@ -214,7 +217,10 @@ class ChunkStore:
             found.extend(_chunks_in(top.path, top.name))
         return found
 
-    def _put_sync(self, path: Path, data: bytes | bytearray | memoryview) -> None:
+    def _put_sync(self, path: Path, data: bytes | bytearray | memoryview,
+                  expected: bytes | None = None) -> None:
+        if expected is not None and hashlib.sha256(data).digest() != expected:
+            raise ChunkCorrupt(f"chunk {path.name} does not match its digest")
         tmp = self._tmp_dir / f"{path.name}.{secrets.token_hex(8)}"
         try:
             written = self._write_temp(tmp, data)

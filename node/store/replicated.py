@@ -206,7 +206,7 @@ class ReplicatedChunks:
                                               timeout_s=self._timeout_s)
             except CallFailed:
                 continue
-            if chunk_id(data) == digest:
+            if await trio.to_thread.run_sync(chunk_id, data) == digest:
                 self.counters["remote_reads"] += 1
                 if self.node_id in ring.replicas_for(digest, self._replicas):
                     await self._repair(digest, data)
@@ -230,11 +230,14 @@ class ReplicatedChunks:
         head = DIGEST_SIZE + UPLOAD_ID_BYTES  # a view of the frame (a raw handler)
         digest, upload = bytes(body[:DIGEST_SIZE]), bytes(body[DIGEST_SIZE:head])
         data = memoryview(body)[head:]
-        if len(upload) != UPLOAD_ID_BYTES or chunk_id(data) != digest:
-            raise Refused("the chunk does not match its digest")
+        if len(upload) != UPLOAD_ID_BYTES or len(digest) != DIGEST_SIZE:
+            raise Refused("a chunk.put starts with a 32-byte chunk id and a 16-byte upload id")
         if upload != NO_UPLOAD:  # held before it is written: the collector must not race it
             self._pins.hold(peer, upload, digest, trio.current_time() + self._hold_s)
-        await self.local.put(digest, data)
+        try:
+            await self.local.put(digest, data, verify=True)
+        except ChunkCorrupt:
+            raise Refused("the chunk does not match its digest") from None
         self.counters["copies_received"] += 1
         return b""
 

@@ -43,6 +43,18 @@ async def test_round_trip(tmp_path: Path, fsync: bool) -> None:
     assert files_in(tmp_path / "tmp") == []
 
 
+async def test_a_verified_put_refuses_bytes_that_do_not_match_and_stores_nothing(
+        tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    data = os.urandom(70_000)
+    with pytest.raises(ChunkCorrupt):
+        await store.put(chunk_id(data), data[:-1] + b"x", verify=True)
+    assert (store.count, store.bytes) == (0, 0) and not await store.has(chunk_id(data))
+    assert files_in(tmp_path / "tmp") == []
+    await store.put(chunk_id(data), memoryview(data), verify=True)
+    assert await store.get(chunk_id(data)) == data
+
+
 async def test_put_accepts_bytearray_memoryview_and_empty(tmp_path: Path) -> None:
     store = await opened(tmp_path)
     words = array.array("I", [1, 2, 3])  # a non-byte view must be written as its raw bytes
