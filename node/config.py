@@ -27,6 +27,7 @@ from node.errors import ConfigError
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
+TIB = 1024 * GIB
 SECONDS = 1.0
 MINUTES = 60 * SECONDS
 HOURS = 60 * MINUTES
@@ -72,7 +73,8 @@ def parse_join(text: str | Sequence[str]) -> tuple[HostPort, ...]:
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": KIB, "kib": KIB, "kb": 1000, "m": MIB, "mib": MIB,
-               "mb": 1000 * 1000, "g": GIB, "gib": GIB, "gb": 1000**3}
+               "mb": 1000 * 1000, "g": GIB, "gib": GIB, "gb": 1000**3, "t": TIB, "tib": TIB,
+               "tb": 1000**4}
 _DURATION_UNITS = {"": SECONDS, "s": SECONDS, "ms": 0.001, "m": MINUTES, "min": MINUTES,
                    "h": HOURS}
 
@@ -104,6 +106,42 @@ def parse_duration(value: str | int | float) -> float:
     if unit not in _DURATION_UNITS:
         raise ValueError(f"unknown duration unit {unit!r}")
     return number * _DURATION_UNITS[unit]
+
+
+def parse_float(value: str | int | float) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not re.fullmatch(r"\s*[0-9]+(?:\.[0-9]+)?\s*", value):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Disk space to keep free: a share of the filesystem, or a number of bytes."""
+
+    share: float = 0.0
+    size: int = 0
+
+    def bytes_of(self, total: int) -> int:
+        return max(self.size, int(self.share * total))
+
+    def __str__(self) -> str:
+        return f"{self.share * 100:g}%" if self.share else f"{self.size}B"
+
+
+def parse_reserve(value: str | int | Reserve) -> Reserve:
+    """``2%`` (of the filesystem) or a size (``10GiB``)."""
+    if isinstance(value, Reserve):
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        share = parse_float(value.strip()[:-1])
+        if not 0 <= share <= 100:
+            raise ValueError("a share is 0% to 100%")
+        return Reserve(share=share / 100)
+    return Reserve(size=parse_size(value))
 
 
 def parse_int(value: str | int) -> int:
@@ -174,6 +212,29 @@ class NodeConfig:
     body_idle_timeout_s: float = _setting(60.0, parse_duration, "max wait for body bytes")
     graceful_timeout_s: float = _setting(10.0, parse_duration, "drain time on SIGTERM")
     send_timeout_s: float = _setting(60.0, parse_duration, "max time to send one response piece")
+    body_min_bytes_per_s: int = _setting(1 * KIB, parse_size,
+                                         "slowest upload kept after its first "
+                                         "body_idle_timeout_s (slower: 408)")
+    keep_alive_timeout_s: float = _setting(75.0, parse_duration,
+                                           "an idle connection, or one whose request head "
+                                           "has not arrived in full, is closed after this")
+    max_header_bytes: int = _setting(16 * KIB, parse_size,
+                                     "largest request line plus headers (larger: 431)")
+    max_headers: int = _setting(100, parse_int, "most header fields in a request (431)")
+    max_query_bytes: int = _setting(16 * KIB, parse_size, "longest query string (414)")
+    max_connections: int = _setting(1024, parse_int, "open HTTP connections of this node")
+    max_connections_per_client: int = _setting(128, parse_int,
+                                               "open HTTP connections of one client address")
+    max_uploads_per_user: int = _setting(64, parse_int,
+                                         "uploads one user may have in flight on a node (429)")
+    user_requests_per_s: float = _setting(2000.0, parse_float,
+                                          "requests a second one user may make of a node, "
+                                          "bursts twice that (429 with Retry-After; 0: no limit)")
+    max_blob_size: int = _setting(5 * TIB, parse_size, "largest blob (413)")
+    disk_reserve: Reserve = _setting(Reserve(share=0.02), parse_reserve,
+                                   "free disk a node keeps: new chunks are refused (507) "
+                                   "below it, so metadata can still be written; a share "
+                                   "(2%) or a size (10GiB)")
     gc_interval_s: float = _setting(60.0, parse_duration, "pause between GC passes")
     gc_grace_s: float = _setting(1 * HOURS, parse_duration, "min age of a collectable chunk")
     upload_hold_s: float = _setting(60.0, parse_duration,
@@ -248,6 +309,17 @@ def _validate(cfg: NodeConfig) -> None:
     _check(cfg.body_idle_timeout_s > 0, "body_idle_timeout_s", "must be positive")
     _check(cfg.graceful_timeout_s >= 0, "graceful_timeout_s", "must not be negative")
     _check(cfg.send_timeout_s > 0, "send_timeout_s", "must be positive")
+    _check(cfg.body_min_bytes_per_s >= 0, "body_min_bytes_per_s", "must not be negative")
+    _check(cfg.keep_alive_timeout_s > 0, "keep_alive_timeout_s", "must be positive")
+    _check(1 * KIB <= cfg.max_header_bytes <= 1 * MIB, "max_header_bytes", "must be 1KiB..1MiB")
+    _check(8 <= cfg.max_headers <= 10_000, "max_headers", "must be 8..10000")
+    _check(1 * KIB <= cfg.max_query_bytes <= 1 * MIB, "max_query_bytes", "must be 1KiB..1MiB")
+    _check(1 <= cfg.max_connections_per_client <= cfg.max_connections <= 1_000_000,
+           "max_connections_per_client", "must be 1..max_connections (at most 1000000)")
+    _check(cfg.max_uploads_per_user >= 1, "max_uploads_per_user", "must be at least 1")
+    _check(cfg.user_requests_per_s >= 0, "user_requests_per_s", "must not be negative")
+    _check(cfg.max_blob_size >= 0, "max_blob_size", "must not be negative")
+    _check(cfg.disk_reserve.size >= 0, "disk_reserve", "must not be negative")
     _check(cfg.gc_interval_s > 0, "gc_interval_s", "must be positive")
     _check(cfg.gc_grace_s >= 0, "gc_grace_s", "must not be negative")
     _check(cfg.upload_hold_s >= 0.3, "upload_hold_s", "must be at least 0.3s")

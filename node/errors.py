@@ -136,6 +136,11 @@ class TooLarge(BlobstoreError):
     code = "TooLarge"
 
 
+class URITooLong(BlobstoreError):
+    status = 414
+    code = "URITooLong"
+
+
 class RangeNotSatisfiable(BlobstoreError):
     status = 416
     code = "InvalidRange"
@@ -165,6 +170,11 @@ class ChunkUnavailable(Unavailable):
 
 class ChunkCorrupt(ChunkUnavailable):
     """A chunk's bytes do not hash to its name; the copy has been quarantined."""
+
+
+class HeadersTooLarge(BlobstoreError):
+    status = 431
+    code = "RequestHeaderFieldsTooLarge"
 
 
 class InsufficientStorage(BlobstoreError):

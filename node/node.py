@@ -27,9 +27,10 @@ from types import MappingProxyType
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from node.api.app import BlobApp, create_app
+from node.api.limits import UserLimits
+from node.api.server import ConnectionLimits, serve
 from node.api.metrics import NodeMetrics
 from node.auth.passwords import PasswordHasher
 from node.auth.throttle import LoginThrottle
@@ -168,7 +169,7 @@ class Node:
         metrics = NodeMetrics()
         meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s,
                                  observe_write=metrics.write_latency.observe)
-        chunks = ChunkStore(cfg.data_dir / "store")
+        chunks = ChunkStore(cfg.data_dir / "store", reserve=cfg.disk_reserve.bytes_of)
         pins = ChunkPins()
 
         async def condemn(batch: list[bytes]) -> list[bytes]:
@@ -190,6 +191,11 @@ class Node:
             throttle=LoginThrottle(max_failures=cfg.login_max_failures,
                                    window_s=cfg.login_window_s, backoff_s=cfg.login_backoff_s),
             metrics=metrics, collector=collector, membership=view, ring=Ring.build(view),
+            user_limits=UserLimits(rate_per_s=cfg.user_requests_per_s,
+                                   burst=2 * cfg.user_requests_per_s,
+                                   max_uploads=cfg.max_uploads_per_user, clock=trio.current_time),
+            connections=ConnectionLimits(total=cfg.max_connections,
+                                         per_client=cfg.max_connections_per_client),
             chunk_io=ReplicatedChunks(cfg.node_id, chunks, peers, pins, ring=lambda: svc.ring,
                                       view=lambda: svc.membership, replicas=cfg.replicas,
                                       hold_s=cfg.upload_hold_s),
@@ -267,7 +273,8 @@ class Node:
         hc.graceful_timeout = self.config.graceful_timeout_s
         hc.accesslog = None
         hc.errorlog = logging.getLogger("hypercorn.error")
-        hc.keep_alive_timeout = 75.0
+        hc.keep_alive_timeout = self.config.keep_alive_timeout_s
+        hc.h11_max_incomplete_size = self.config.max_header_bytes
         return hc
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
@@ -404,8 +411,9 @@ class Node:
         self._served = trio.Event()
         try:
             assert self.app is not None
-            await serve(self.app, self._hypercorn_config(), shutdown_trigger=self._stop.wait,
-                        task_status=task_status)
+            assert self.services is not None
+            await serve(self.app, self._hypercorn_config(), self.services.connections,
+                        shutdown_trigger=self._stop.wait, task_status=task_status)
         finally:
             self._served.set()
 

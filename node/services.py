@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from node.api.limits import UserLimits
 from node.api.metrics import NodeMetrics
+from node.api.server import ConnectionLimits
 from node.auth.passwords import PasswordHasher
 from node.auth.throttle import LoginThrottle
 from node.blobs.gc import ChunkCollector
@@ -37,6 +39,10 @@ class Services:
     collector: ChunkCollector
     membership: MembershipView
     ring: Ring
+    #: Each user's request rate and uploads in flight on this node.
+    user_limits: UserLimits
+    #: Open HTTP connections, of the node and of each client address.
+    connections: ConnectionLimits
     #: Chunk reads and writes across the cluster (``chunks`` is this node's own disk).
     chunk_io: ReplicatedChunks
     healer: Healer

@@ -42,7 +42,9 @@ from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from node.api.errors import domain_error, error_response, internal_error_response
-from node.errors import BlobstoreError, InvalidRequest, MethodNotAllowed, NotFound
+from node.config import NodeConfig
+from node.errors import (BlobstoreError, HeadersTooLarge, InvalidRequest, MethodNotAllowed,
+                         NotFound, URITooLong)
 from node.services import Services
 
 BODY_HIGH_WATER = 1024 * 1024
@@ -76,6 +78,21 @@ class _BackpressureBody(TrioBody):
 
 class _BackpressureRequest(TrioRequest):
     body_class = _BackpressureBody
+
+
+def _over_limits(config: NodeConfig, request: Any) -> BlobstoreError | None:
+    """What is wrong with a request before any route sees it: a head too large, too many
+    header fields, or a query string too long."""
+    if len(request.headers) > config.max_headers + 1:  # + Quart's own Remote-Addr
+        return HeadersTooLarge(f"more than {config.max_headers} header fields")
+    # Hypercorn bounds a head that arrives in pieces; one that arrives whole is counted here.
+    size = sum(len(name) + len(value) + 4 for name, value in request.scope["headers"])
+    if size + len(request.scope.get("raw_path", b"")) > config.max_header_bytes:
+        return HeadersTooLarge(f"the request head is larger than {config.max_header_bytes} "
+                               "bytes")
+    if len(request.query_string) > config.max_query_bytes:
+        return URITooLong(f"the query string is longer than {config.max_query_bytes} bytes")
+    return None
 
 
 @dataclass(slots=True)
@@ -125,6 +142,12 @@ class _BackpressureConnection(TrioASGIHTTPConnection):
 
     async def handle_request(self, nursery: trio.Nursery, request: Any,  # type: ignore[override]
                              send: ASGISendCallable) -> None:
+        refused = _over_limits(self.app.services.config, request)  # type: ignore[attr-defined]
+        if refused is not None:
+            head = request.method == "HEAD"
+            await _send_response(send, error_response(refused, head=head), head=head)
+            nursery.cancel_scope.cancel()
+            return
         view = self.app.direct_views.get((request.method, request.path))  # type: ignore[attr-defined]
         if view is None:
             await super().handle_request(nursery, request, send)

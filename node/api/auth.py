@@ -43,6 +43,7 @@ async def authenticate(svc: Services, *, linearizable: bool = True) -> User:
         raise Unauthorized("the token was revoked (logout or password change)")
     if linearizable:
         await svc.log.settled((dirty.USERS,))  # what was read is applied everywhere
+    svc.user_limits.charge(user.uid)
     return user
 
 

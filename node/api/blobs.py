@@ -18,7 +18,7 @@ from node.blobs.put import BodyStorer, decode_content_md5
 from node.blobs.ranges import parse_range
 from node.clock import http_date, rfc3339
 from node.errors import (BlobNotFound, InvalidRequest, LengthRequired, PreconditionFailed,
-                         Unavailable)
+                         TooLarge, Unavailable)
 from node.meta import commands as c
 from node.meta import dirty, queries
 from node.meta.records import Manifest
@@ -54,6 +54,13 @@ def _declared_length() -> int | None:
     if not value.isascii() or not value.isdigit():
         raise InvalidRequest("Content-Length must be a non-negative integer")
     return int(value)
+
+
+def _check_size(svc: Services, declared: int | None) -> None:
+    """413 before a byte of the body is read, when the declared length is too large."""
+    if declared is not None and declared > svc.config.max_blob_size:
+        raise TooLarge(f"blobs are limited to {svc.config.max_blob_size} bytes; this one "
+                       f"would be {declared}")
 
 
 def _put_conditions() -> tuple[tuple[str, ...] | None, bool]:
@@ -95,6 +102,7 @@ async def put_data(svc: Services) -> Response:
     container, blob = _blob_params()
     await container_for(svc, user, container, WRITE)
     expected = _declared_length()
+    _check_size(svc, expected)
     content_md5 = decode_content_md5(request.headers.get("Content-MD5"))
     content_type = _content_type()
     if_match, if_none_match_any = _put_conditions()
@@ -103,11 +111,13 @@ async def put_data(svc: Services) -> Response:
                              if_none_match_any)
     cfg = svc.config
     since = svc.state.applied_index  # before any chunk is written: see node.blobs.gc
-    with svc.chunk_io.upload() as upload:
+    with svc.user_limits.upload(user.uid), svc.chunk_io.upload() as upload:
         storer = BodyStorer(upload, svc.pins, chunk_size=cfg.chunk_size,
                             max_in_flight=cfg.max_chunks_in_flight,
                             idle_timeout_s=cfg.body_idle_timeout_s,
-                            inline_max=cfg.inline_max if svc.meta_format >= 2 else 0)
+                            inline_max=cfg.inline_max if svc.meta_format >= 2 else 0,
+                            max_size=cfg.max_blob_size,
+                            min_bytes_per_s=cfg.body_min_bytes_per_s)
         try:
             stored = await storer.store(request.body, expected, content_md5)
             svc.metrics.bytes_in.inc(stored.size)

@@ -27,7 +27,7 @@ from typing import Protocol
 import trio
 
 from node.blobs.pins import ChunkPins
-from node.errors import BadDigest, InvalidRequest, RequestTimeout
+from node.errors import BadDigest, InvalidRequest, RequestTimeout, TooLarge
 
 
 class ChunkWriter(Protocol):
@@ -52,8 +52,13 @@ class BodyStorer:
     """Stores one body's chunks; ``held`` lists the chunks it pinned (unpin after commit)."""
 
     def __init__(self, writer: ChunkWriter, pins: ChunkPins, *, chunk_size: int,
-                 max_in_flight: int, idle_timeout_s: float, inline_max: int = 0) -> None:
+                 max_in_flight: int, idle_timeout_s: float, inline_max: int = 0,
+                 max_size: int | None = None, min_bytes_per_s: float = 0.0) -> None:
         self._writer = writer
+        self._max_size = max_size
+        #: A body slower than this on average, once ``idle_timeout_s`` has passed, is cut
+        #: off: a client trickling bytes cannot hold a connection and a buffer for ever.
+        self._min_bytes_per_s = min_bytes_per_s
         self._inline_max = inline_max
         self._pins = pins
         self._chunk_size = chunk_size
@@ -72,6 +77,7 @@ class BodyStorer:
                     content_md5: bytes | None) -> StoredBody:
         size = 0
         iterator = body.__aiter__()
+        started = trio.current_time()
         # A declared length that fits inline fills its buffer exactly: it must not be cut.
         whole = expected_size is not None and expected_size <= self._inline_max
         async with trio.open_nursery() as nursery:
@@ -80,6 +86,9 @@ class BodyStorer:
                 size += len(piece)
                 if expected_size is not None and size > expected_size:
                     raise InvalidRequest("body longer than Content-Length")
+                if self._max_size is not None and size > self._max_size:
+                    raise TooLarge(f"blobs are limited to {self._max_size} bytes")
+                self._check_pace(size, trio.current_time() - started)
                 view = memoryview(piece)
                 while view:
                     take = min(len(view), len(buffer) - fill)
@@ -110,6 +119,12 @@ class BodyStorer:
         if expected_size is None:
             return bytearray(self._chunk_size)
         return bytearray(min(self._chunk_size, expected_size - stored))
+
+    def _check_pace(self, size: int, elapsed_s: float) -> None:
+        if self._min_bytes_per_s and elapsed_s > self._idle_timeout_s and \
+                size < self._min_bytes_per_s * elapsed_s:
+            raise RequestTimeout(f"the body arrives slower than {self._min_bytes_per_s:g} "
+                                 "bytes a second; upload abandoned")
 
     async def _next_piece(self, iterator: AsyncIterator[bytes]) -> bytes | None:
         """The next body piece, None at the end; RequestTimeout if the client stalls."""

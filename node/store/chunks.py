@@ -121,8 +121,12 @@ class ChunkStore:
     """
 
     def __init__(self, root: Path, *, fsync: bool = True,
-                 io_limiter: trio.CapacityLimiter | None = None) -> None:
+                 io_limiter: trio.CapacityLimiter | None = None,
+                 reserve: Callable[[int], int] | None = None) -> None:
         self.root = Path(root)
+        #: Bytes to keep free on the filesystem, given its size: new chunks are refused
+        #: (InsufficientStorage, 507) rather than let the disk fill under the metadata.
+        self._reserve = reserve
         self._chunks_dir = self.root / "chunks"
         self._tmp_dir = self.root / "tmp"
         self._quarantine_dir = self.root / "quarantine"
@@ -221,6 +225,7 @@ class ChunkStore:
                   expected: bytes | None = None) -> None:
         if expected is not None and hashlib.sha256(data).digest() != expected:
             raise ChunkCorrupt(f"chunk {path.name} does not match its digest")
+        self._check_room(len(data))
         tmp = self._tmp_dir / f"{path.name}.{secrets.token_hex(8)}"
         try:
             written = self._write_temp(tmp, data)
@@ -237,6 +242,16 @@ class ChunkStore:
             if created:  # not known durable: take back what this put created
                 self._remove_if_same(path, (written.st_dev, written.st_ino))
             raise
+
+    def _check_room(self, size: int) -> None:
+        if self._reserve is None:
+            return
+        st = os.statvfs(self.root)
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+        keep = self._reserve(total)
+        if free - size < keep:
+            raise InsufficientStorage(f"this node keeps {keep} bytes of its disk free and has "
+                                      f"{free}: no room for a chunk of {size} bytes")
 
     def _write_temp(self, tmp: Path, data: bytes | bytearray | memoryview) -> os.stat_result:
         """Write all of ``data`` from a view (no copy), fsync it, and return its fstat."""

@@ -29,6 +29,9 @@ what the run needs intact whatever the fuzzer does to it:
   successful delete of one, or change of ``alice``'s password, is undone.
 The node's login throttle is off (a huge ``--login-max-failures``): the
 fuzzer's bad logins would otherwise lock 127.0.0.1 out; it has its own tests.
+So are the per-user request rate and the per-client connection limit (the
+fuzzer is one very busy client whose connections linger); tests/e2e/test_limits.py
+tests those.
 
 ``.venv/bin/pytest tests/e2e/test_fuzz.py`` runs it (about 20 s);
 ``FUZZ_EXAMPLES=500`` runs a deeper campaign and ``FUZZ_SEED=N`` another seed.
@@ -210,7 +213,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(start_module_node: StartNode) -> Iterator[World]:
-    node = start_module_node("n1", "--login-max-failures", "1000000000")
+    node = start_module_node("n1", "--login-max-failures", "1000000000",
+                             "--max-connections-per-client", "4096", "--max-connections", "4096",
+                             "--user-requests-per-s", "0")
     world = World(node)
     try:
         world.set_up()
