@@ -169,7 +169,9 @@ class ReplicatedLog:
         node holding a read lease, so no later read anywhere can miss it
         (``node.meta.dirty``). Instant unless it was written a moment ago."""
         driver = self.driver
-        if driver is None or driver.config.lease_s <= 0:
+        # A leader that grants no leases (leases off, or an older version): nobody reads
+        # under one, so nothing read here can be missed by a later read elsewhere.
+        if driver is None or driver.raft is None or driver.raft.leader_lease_s <= 0:
             return
         stable = driver.stable
         if stable > self._pruned_at:

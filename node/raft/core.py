@@ -188,6 +188,9 @@ class Raft:
         self._holders = LeaseHolders(config.lease_s, config.clock_drift)
         #: Every entry up to here is applied on every lease holder: reads may show it.
         self.stable_index = 0
+        #: The lease length the current leader grants (0: it grants none, so no node
+        #: reads under a lease and reads need not wait to be stable).
+        self.leader_lease_s = 0.0
         #: A restarted node forgot which leader it heard and when: it refuses votes for an
         #: election timeout, or a leader's lease could outlive its reign.
         self._no_votes_until = now + config.election_timeout_s if config.lease_s > 0 else now
@@ -479,6 +482,7 @@ class Raft:
     def _become_follower(self, now: float, term: int, leader: str | None) -> None:
         if term > self.term or leader != self.leader:
             self._lease.reset()
+            self.leader_lease_s = 0.0  # until the new leader says
         if term > self.term:
             self.term = term
             self.voted_for = None
@@ -505,6 +509,7 @@ class Raft:
                           for peer in self.membership.members - {self.id}}
         self._quorum_check_s = now + self.config.election_timeout_s
         self._lease.reset()
+        self.leader_lease_s = self.config.lease_s
         self._holders.start_term(self.membership.members - {self.id}, now)
         self._round_sent.clear()
         self._append_own(Entry(self.log.last_index + 1, self.term, EntryKind.NOOP))
@@ -560,10 +565,12 @@ class Raft:
         if progress.replicating and entries:
             progress.next_index = entries[-1].index + 1
         # The follower commits at most up to what this request proves it holds.
-        lease_round = lease_ms = 0
+        # Every request says how long this leader's leases are; it names the round a
+        # lease is anchored at only when it grants one.
+        lease_round, lease_ms = 0, int(self.config.lease_s * 1000)
         if progress.round_acked and self._leads_under_lease(now) and \
                 self._holders.grant(peer, progress.round_acked_s):
-            lease_round, lease_ms = progress.round_acked, int(self.config.lease_s * 1000)
+            lease_round = progress.round_acked
         self._send(AppendRequest(self.term, self.id, peer, prev, prev_term, entries,
                                  self.commit_index, self._round, lease_round, lease_ms,
                                  self.stable_index))
@@ -779,6 +786,7 @@ class Raft:
         if msg.commit > self.commit_index:
             self.commit_index = max(self.commit_index, min(msg.commit, last_new))
         self._lease.granted(msg.lease_round, msg.lease_ms / 1000, msg.commit)
+        self.leader_lease_s = msg.lease_ms / 1000
         self.stable_index = max(self.stable_index, msg.stable)
         self._lease.answered(msg.round, now)
         self._send(AppendResponse(self.term, self.id, msg.source, True, last_new,

@@ -35,7 +35,10 @@ read could see it and a later read on the other node not.
 
 A follower proves it reads leases by sending ``Applied`` (version 2 of the wire
 format); the leader makes promises only to nodes that have, so nodes that run an
-older version are never waited for.
+older version are never waited for. Every AppendRequest carries the leader's
+lease length (``lease_ms``, 0 when it grants none, as an older leader does):
+reads wait to be stable only under a leader that grants leases, whatever this
+node's own setting, so nodes set differently (or of two versions) still agree.
 """
 
 from __future__ import annotations

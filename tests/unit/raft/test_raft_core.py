@@ -1392,13 +1392,13 @@ def test_a_cut_off_leader_stops_reading_and_granting_before_anyone_can_replace_i
     c.run(0.4)
     assert c["a"].lease_read_index(c.now) is not None
     granted = c.sent_of(AppendRequest, src="a", since=len(c.sent) - 4)
-    assert any(m.lease_ms for m in granted)  # it still promises, under its own lease
+    assert any(m.lease_round for m in granted)  # it still promises, under its own lease
     c.run(0.4)
     assert c["a"].is_leader and c["a"].lease_read_index(c.now) is None
     since = len(c.sent)
     c.run(0.15)
     requests = c.sent_of(AppendRequest, src="a", since=since)
-    assert requests and all(m.lease_ms == 0 for m in requests)  # no promise without a lease
+    assert requests and all(m.lease_round == 0 for m in requests)  # no promise without one
 
 
 def test_a_restarted_voter_refuses_votes_for_an_election_timeout() -> None:
@@ -1462,3 +1462,16 @@ def test_a_node_that_never_reports_applied_gets_no_lease_and_blocks_nothing() ->
     entry = c.propose("a", b"y=2")
     c.run(0.3, hold=old)
     assert c["a"].stable_index >= entry.index
+
+
+def test_followers_learn_whether_their_leader_grants_leases() -> None:
+    """Reads wait to be stable only under a leader that grants leases, whatever the
+    reading node's own setting: every request carries the leader's lease length."""
+    c = leased()
+    assert [c[n].leader_lease_s for n in "abc"] == [1.0, 1.0, 1.0]
+    plain = elected(config=CONFIG)  # a leader without leases (or of wire version 1)
+    plain.run(0.3)
+    assert [plain[n].leader_lease_s for n in "abc"] == [0.0, 0.0, 0.0]
+    c.crash("a")
+    c.campaign("b")
+    assert c["c"].leader == "b" and c["c"].leader_lease_s == 1.0
