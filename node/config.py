@@ -369,11 +369,11 @@ def _argument_parser() -> argparse.ArgumentParser:
         if not f.metadata["flag"]:
             continue
         flag = "--" + name.replace("_", "-")
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if f.metadata["parse"] is parse_bool:
-            parser.add_argument(flag, dest=name, action="store_const", const=True,
-                                help=f.metadata["help"])
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=text)
         else:
-            parser.add_argument(flag, dest=name, help=f.metadata["help"])
+            parser.add_argument(flag, dest=name, help=text)
     return parser
 
 

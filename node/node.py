@@ -219,6 +219,16 @@ class Node:
                 lambda: svc.healer.under_replicated),
             "blobstore_chunks_hinted": ("Copies held for owners that lack them (hand-offs)",
                                         lambda: svc.healer.hinted),
+            "blobstore_http_connections_open": ("Open HTTP connections of this node",
+                                                lambda: svc.connections.open),
+            "blobstore_http_connections_refused": (
+                "HTTP connections refused over max_connections(_per_client)",
+                lambda: svc.connections.refused),
+            "blobstore_user_requests_refused": (
+                "Requests refused over user_requests_per_s",
+                lambda: svc.user_limits.refused["rate"]),
+            "blobstore_uploads_refused": ("Uploads refused over max_uploads_per_user",
+                                          lambda: svc.user_limits.refused["uploads"]),
             "blobstore_chunks_awaiting_collection": (
                 "Copies no manifest references, left to the collector (last healing pass)",
                 lambda: svc.healer.garbage),

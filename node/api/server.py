@@ -66,6 +66,20 @@ class ConnectionLimits:
             del self._by_client[client]
 
 
+class _Connection(TCPServer):
+    """Hypercorn's connection, ended when the client is.
+
+    Hypercorn leaves its keep-alive timer running after the client closes, so the task,
+    its socket and its file descriptor lived on for ``keep_alive_timeout_s`` (75 s) after
+    every closed connection: a client opening a connection per request piled up thousands
+    of them. Once the connection is closed there is nothing left to time out; a request
+    still in flight keeps the task (and the connection's slot) until it returns."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self.idle_task.stop()
+
+
 def _client_of(stream: trio.abc.Stream) -> str:
     inner = getattr(stream, "transport_stream", stream)
     try:
@@ -96,9 +110,9 @@ async def serve(app: ASGIFramework, config: Config, limits: ConnectionLimits, *,
                     await _refuse(stream)
                     return
                 try:
-                    await TCPServer(wrapped, config, context,
-                                    ConnectionState(state.copy()),  # type: ignore[arg-type]
-                                    stream)  # type: ignore[arg-type]
+                    await _Connection(wrapped, config, context,
+                                      ConnectionState(state.copy()),  # type: ignore[arg-type]
+                                      stream)  # type: ignore[arg-type]
                 finally:
                     limits.release(client)
 

@@ -9,6 +9,7 @@ runs its own node whose disk reserve is the whole disk.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -98,6 +99,27 @@ def test_connections_per_client_and_per_node_are_limited(node: NodeProcess) -> N
         for sock in held:
             sock.close()
     wait_for("the closed connections to be let go", lambda: health_ok(node), 5.0)
+
+
+def test_a_closed_connection_ends_at_once(start_node: StartNode) -> None:
+    """Hypercorn kept a connection's task and socket until its keep-alive timer ran out
+    (75 s), after the client had closed it: a client opening a connection per request
+    was refused after max_connections_per_client of them, and a busy node piled up
+    thousands of dead connections (found by the fault campaign)."""
+    node = start_node("closer", "--max-connections-per-client", "8",
+                      "--keep-alive-timeout-s", "60s")
+    for _ in range(30):  # one after the other, each closed by the client
+        with raw_connect(node) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock, 5.0)[0] == 200
+    wait_for("the closed connections to end", lambda: open_connections(node) <= 1, 5.0,
+             detail=lambda: open_connections(node))
+
+
+def open_connections(node: NodeProcess) -> float:
+    """The node's own count, read over a connection that is the only one left open."""
+    metrics = httpx.get(f"{node.url}/metrics", timeout=5.0).text
+    return float(re.search(r"^blobstore_http_connections_open (\S+)$", metrics, re.M)[1])
 
 
 def test_an_idle_keep_alive_connection_and_a_trickled_head_are_closed(
