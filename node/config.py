@@ -7,8 +7,8 @@ default. An unknown key, an unknown ``BLOBSTORE_*`` variable or a malformed
 value is a ``ConfigError`` naming the setting, so a misspelt setting never
 passes silently (hypercorn drops unknown keys; we do not).
 
-Secrets (``cluster_key``, ``admin_password``) are never flags, so they stay out
-of ``ps`` output and shell history.
+Secrets (``cluster_key``, ``cluster_keys_accepted``, ``admin_password``) are
+never flags, so they stay out of ``ps`` output and shell history.
 """
 
 from __future__ import annotations
@@ -173,6 +173,22 @@ def parse_str(value: str) -> str:
     return value
 
 
+def parse_path(value: str) -> Path:
+    """A file path; empty is an error (an unset setting is left out, not given as "")."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a file path")
+    return Path(value.strip()).expanduser()
+
+
+def parse_key_list(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated keys (or a TOML list); blanks around and between them are dropped.
+    The error never repeats a value: these are secrets."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected keys separated by commas")
+    return tuple(item.strip() for item in items if item.strip())
+
+
 def _setting(default: Any, parse: Callable[[Any], Any], help: str, *,
              flag: bool = True, secret: bool = False) -> Any:
     meta = {"parse": parse, "help": help, "flag": flag, "secret": secret}
@@ -266,8 +282,18 @@ class NodeConfig:
     weight: int = _setting(1, parse_int, "relative capacity for placement (1..1000)")
     leave_timeout_s: float = _setting(2.0, parse_duration,
                                       "max time to announce a graceful leave on SIGTERM")
+    tls_cert: Path | None = _setting(None, parse_path,
+                                     "PEM file of this node's certificate (signed by tls_ca); "
+                                     "with tls_key and tls_ca, turns TLS on")
+    tls_key: Path | None = _setting(None, parse_path, "PEM file of that certificate's key")
+    tls_ca: Path | None = _setting(None, parse_path,
+                                   "PEM file of the cluster CA: the only authority nodes "
+                                   "trust for each other's certificates")
     cluster_key: str | None = _setting(None, parse_str, "shared cluster secret",
                                        flag=False, secret=True)
+    cluster_keys_accepted: tuple[str, ...] = _setting(
+        (), parse_key_list, "other cluster keys accepted from peers, never used to sign "
+        "(rotating the cluster key), comma-separated", flag=False, secret=True)
     admin_password: str | None = _setting(None, parse_str, "bootstrap admin password",
                                           flag=False, secret=True)
 
@@ -275,9 +301,19 @@ class NodeConfig:
         _validate(self)
 
     @property
+    def tls(self) -> bool:
+        """Inter-node streams and the HTTP API run over TLS (all three files are set)."""
+        return self.tls_cert is not None
+
+    @property
     def starts_alone(self) -> bool:
         """A cluster of one (expect 1, no --join): it bootstraps at once, without gossip."""
         return self.bootstrap_expect == 1 and not self.join
+
+
+def valid_node_id(text: str) -> bool:
+    """Whether ``text`` may name a node (the rule ``--node-id`` is held to)."""
+    return bool(_NODE_ID_RE.fullmatch(text))
 
 
 def _check(ok: bool, name: str, why: str) -> None:
@@ -286,7 +322,7 @@ def _check(ok: bool, name: str, why: str) -> None:
 
 
 def _validate(cfg: NodeConfig) -> None:
-    _check(bool(_NODE_ID_RE.fullmatch(cfg.node_id)), "node_id",
+    _check(valid_node_id(cfg.node_id), "node_id",
            "1-64 characters of letters, digits, '.', '_' or '-', starting with one "
            "of the first two")
     _check(1 <= cfg.bootstrap_expect <= 1000, "bootstrap_expect", "must be 1..1000")
@@ -344,6 +380,28 @@ def _validate(cfg: NodeConfig) -> None:
         _check(cfg.cluster_key is not None, "cluster_key",
                "BLOBSTORE_CLUSTER_KEY is required to form or join a cluster "
                "(or start with --dev)")
+    _validate_keys_and_tls(cfg)
+
+
+#: Keys accepted besides the current one: a rotation needs one; a few allow for overlap.
+MAX_ACCEPTED_KEYS = 3
+_TLS_FILES = ("tls_cert", "tls_key", "tls_ca")
+
+
+def _validate_keys_and_tls(cfg: NodeConfig) -> None:
+    accepted = cfg.cluster_keys_accepted
+    if accepted:
+        _check(cfg.cluster_key is not None, "cluster_keys_accepted",
+               "needs BLOBSTORE_CLUSTER_KEY too: the key this node signs with")
+        _check(len(accepted) <= MAX_ACCEPTED_KEYS, "cluster_keys_accepted",
+               f"at most {MAX_ACCEPTED_KEYS} keys")
+        _check(all(len(key) >= 16 for key in accepted), "cluster_keys_accepted",
+               "every key must be at least 16 characters")
+    given = [name for name in _TLS_FILES if getattr(cfg, name) is not None]
+    missing = [name for name in _TLS_FILES if name not in given]
+    _check(not given or not missing, missing[0] if missing else "tls",
+           "TLS needs tls_cert, tls_key and tls_ca together (the node's certificate, its "
+           f"key and the cluster CA); {', '.join(given)} set but not {', '.join(missing)}")
 
 
 SETTINGS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(NodeConfig)}
@@ -421,7 +479,7 @@ def _load_file(path: Path) -> dict[str, Any]:
     for name, raw in document.items():
         if name not in SETTINGS:
             raise ConfigError(f"unknown setting {name!r} in {path}")
-        if isinstance(raw, (dict, list)) and name != "join":
+        if isinstance(raw, (dict, list)) and name not in ("join", "cluster_keys_accepted"):
             raise ConfigError(f"setting {name} in {path}: expected a single value")
         values[name] = _parse_value(name, raw, str(path))
     return values

@@ -50,6 +50,8 @@ from node.meta import queries
 from node.meta.replicated import ReplicatedLog
 from node.meta.state import MetaState
 from node.entropy import random_source
+from node.net.metrics import StreamCollector
+from node.net.tls import TlsContexts, TlsSetupError, TlsTransport, load_tls
 from node.net.transport import Transport, TransportError
 from node.net.udp_tcp import open_udp_tcp_transport, resolve_address, resolve_host
 from node.ring.ring import Ring, single_node_view
@@ -138,6 +140,9 @@ class Node:
         self._stop = trio.Event()
         self._bootstrap_lock = trio.Lock()
         self._key = b""
+        self._accepted_keys: tuple[bytes, ...] = ()
+        self._tls: TlsContexts | None = None
+        self.tls_transport: TlsTransport | None = None
         self._group: str | None = None
 
     def stop(self) -> None:
@@ -165,6 +170,7 @@ class Node:
             self._admin_password()  # this node will bootstrap: fail now, not later
         # A frame carries at most one chunk (chunk.put / chunk.get) plus a little framing.
         peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address,
+                        accepted_keys=self._accepted_keys,
                         max_frame_bytes=max(DEFAULT_MAX_FRAME, cfg.chunk_size + 64 * 1024))
         metrics = NodeMetrics()
         meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s,
@@ -285,6 +291,11 @@ class Node:
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.keep_alive_timeout = self.config.keep_alive_timeout_s
         hc.h11_max_incomplete_size = self.config.max_header_bytes
+        if self.config.tls:
+            hc.certfile, hc.keyfile = str(self.config.tls_cert), str(self.config.tls_key)
+            # HTTP/1.1 only, as without TLS: h2 would be negotiated by most clients, and
+            # the node's streaming and time-outs are built and tested on HTTP/1.1.
+            hc.alpn_protocols = ["http/1.1"]
         return hc
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
@@ -293,8 +304,11 @@ class Node:
         if self.config.dev:
             log.warning("DEVELOPMENT MODE (--dev): default secrets are allowed; "
                         "never use it for real data")
+        self._tls = self._tls_contexts()
         lock_fd = _lock_data_dir(self.config.data_dir)
         self._key = self._cluster_key()
+        self._accepted_keys = tuple(k.encode() for k in dict.fromkeys(
+            self.config.cluster_keys_accepted) if k != self.config.cluster_key)
         databases: list[Database] = []
         try:
             async with AsyncExitStack() as stack:
@@ -302,6 +316,8 @@ class Node:
                 self.router = StreamRouter(transport)
                 svc, meta_log, peers, raft_db, has_raft = self._open(self.router.gossip)
                 databases += [svc.db, raft_db]
+                svc.metrics.registry.register(StreamCollector(self.router, self.tls_transport,
+                                                              lambda: peers.counters))
                 await svc.chunks.open()
                 self.services, self.app = svc, create_app(svc)
                 async with trio.open_nursery() as nursery:
@@ -357,11 +373,25 @@ class Node:
         port in use is a start-up error, like any other bad setting."""
         try:
             host = await resolve_host(self.config.gossip.host)
-            return await stack.enter_async_context(
+            transport: Transport = await stack.enter_async_context(
                 open_udp_tcp_transport(host, self.config.gossip.port))
         except (TransportError, ValueError) as exc:
             raise ConfigError(f"setting gossip: cannot listen on {self.config.gossip}: "
                               f"{exc}") from None
+        if self._tls is not None:  # every inter-node stream in TLS; datagrams as they are
+            transport = self.tls_transport = TlsTransport(transport, self._tls)
+        return transport
+
+    def _tls_contexts(self) -> TlsContexts | None:
+        """The inter-node TLS contexts, checked before anything starts (a bad file, a key
+        that does not fit, a certificate the CA did not sign is a start-up error)."""
+        cfg = self.config
+        if cfg.tls_cert is None or cfg.tls_key is None or cfg.tls_ca is None:
+            return None
+        try:
+            return load_tls(cfg.tls_cert, cfg.tls_key, cfg.tls_ca, own_host=cfg.gossip.host)
+        except TlsSetupError as exc:
+            raise ConfigError(f"setting {exc.setting}: {exc}") from None
 
     def _cluster_key(self) -> bytes:
         if self.config.cluster_key is not None:
@@ -389,7 +419,8 @@ class Node:
                         tags=MappingProxyType({**coordinator.tags, **own}))
         gossip = Gossip(me, PRESETS[cfg.gossip_preset], transport, self._key,
                         rng=random_source(), wall_ms=lambda: int(self.clock.now() * 1000),
-                        seeds=tuple(seeds), on_view=lambda view: self._on_view(svc, view))
+                        seeds=tuple(seeds), on_view=lambda view: self._on_view(svc, view),
+                        accepted_keys=self._accepted_keys)
         svc.metrics.registry.register(GossipCollector(gossip))
         self._on_view(svc, gossip.view)
         await nursery.start(gossip.run)

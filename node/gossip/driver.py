@@ -12,6 +12,10 @@ simulation); datagram timestamps for replay protection use ``wall_ms``.
 Everything a peer sends is untrusted: a datagram that fails ``PacketOpener``
 is counted and dropped, a push-pull stream that misbehaves is closed, and
 neither ever raises out of a loop.
+
+Keys: everything this node sends is sealed with ``key``; what it receives may
+be sealed with ``key`` or one of ``accepted_keys`` (a cluster key rotation,
+README "Rotating the cluster key").
 """
 
 from __future__ import annotations
@@ -51,16 +55,18 @@ class Gossip:
     def __init__(self, me: MemberMeta, config: GossipConfig, transport: Transport,
                  key: bytes, *, rng: random.Random, wall_ms: Callable[[], int],
                  seeds: tuple[str, ...] = (), incarnation: int = 0,
-                 on_view: Callable[[MembershipView], None] | None = None) -> None:
+                 on_view: Callable[[MembershipView], None] | None = None,
+                 accepted_keys: tuple[bytes, ...] = ()) -> None:
         self.config = config
         self.transport = transport
         self._key = key
+        self._accepted_keys = accepted_keys
         self._wall_ms = wall_ms
         self._seeds = seeds
         self._on_view = on_view
         self._boot = rng.getrandbits(64)
         self._counter = itertools.count(1)
-        self._opener = PacketOpener(key)
+        self._opener = PacketOpener(key, accepted_keys=accepted_keys)
         self._check_fits(me, incarnation)
         seal_packet(Packet(None, (Alive(incarnation, me),)), key=key, sender=me.node_id,
                     boot=0, counter=0, now_ms=0)
@@ -208,7 +214,7 @@ class Gossip:
                 return
             self.counters["push_pulls_failed"] += 1
 
-    async def _answer_push_pull(self, stream: trio.abc.HalfCloseableStream) -> None:
+    async def _answer_push_pull(self, stream: trio.abc.Stream) -> None:
         try:
             async with stream:
                 with trio.move_on_after(PUSH_PULL_TIMEOUT_S) as scope:
@@ -222,7 +228,7 @@ class Gossip:
         finally:
             self._inbound.release()
 
-    async def _exchange(self, stream: trio.abc.HalfCloseableStream, mine: PushPull | None,
+    async def _exchange(self, stream: trio.abc.Stream, mine: PushPull | None,
                         *, first: bool) -> PushPull | None:
         """Initiator sends then receives; responder receives then sends its own state."""
         try:
@@ -230,7 +236,9 @@ class Gossip:
                 assert mine is not None
                 await self._send_state(stream, mine)
             counting = _CountingReceiver(stream, self.counters)
-            theirs = await receive_push_pull(counting, key=self._key, now_ms=self._wall_ms(),
+            theirs = await receive_push_pull(counting, key=self._key,
+                                             accepted_keys=self._accepted_keys,
+                                             now_ms=self._wall_ms(),
                                              timeout_s=PUSH_PULL_TIMEOUT_S)
             if not first:
                 await self._send_state(stream, self.swim.local_state())

@@ -22,6 +22,11 @@ never used directly. The kind byte sits under the MAC, so a datagram cannot be
 replayed as a stream frame or the other way round. The MAC is verified (with
 ``hmac.compare_digest``) before anything after the three header bytes is parsed.
 
+Rotating the cluster key: a sender always seals with its one current key; a
+receiver given ``accepted_keys`` also takes what verifies under one of those.
+Every key is tried, whichever matches, so a forgery costs the same time however
+close it comes; with no accepted keys that is the one MAC it always was.
+
 Header integers are fixed-width big-endian, so a datagram's size depends only on
 its sender and payload. The payload's integers are unsigned LEB128 varints (in
 minimal form only) and its strings a varint byte length then UTF-8::
@@ -478,12 +483,21 @@ def _mac(subkey: bytes, body: bytes) -> bytes:
     return hmac.new(subkey, body, hashlib.sha256).digest()[:MAC_BYTES]
 
 
-def _verify(subkey: bytes, data: bytes, header: bytes) -> bytes:
-    """``data`` without its MAC, after checking the header bytes and then the MAC."""
+def _subkeys(key: bytes, accepted_keys: Iterable[bytes]) -> tuple[bytes, ...]:
+    """The MAC keys a receiver checks: the current key's, then each accepted key's."""
+    return tuple(_subkey(k) for k in (key, *accepted_keys))
+
+
+def _verify(subkeys: tuple[bytes, ...], data: bytes, header: bytes) -> bytes:
+    """``data`` without its MAC, after checking the header bytes and then the MAC under
+    each of ``subkeys`` (all of them, without stopping at a match)."""
     if data[:len(header)] != header:
         raise Malformed("not a gossip message of this version and kind")
     body, tag = data[:-MAC_BYTES], data[-MAC_BYTES:]
-    if not hmac.compare_digest(_mac(subkey, body), tag):
+    verified = False
+    for subkey in subkeys:
+        verified |= hmac.compare_digest(_mac(subkey, body), tag)
+    if not verified:
         raise BadMac("message authentication failed")
     return body
 
@@ -612,7 +626,8 @@ class _Window:
 class PacketOpener:
     """Checks, opens and de-duplicates the datagrams of one receiving node.
 
-    Each accepted datagram has a valid MAC, a timestamp within ``window_ms`` of the
+    Each accepted datagram has a valid MAC (under ``key`` or one of ``accepted_keys``,
+    see the module docstring), a timestamp within ``window_ms`` of the
     receiver's clock, and a (sender, boot, counter) not accepted before. Per sender
     it keeps the ``max_boots`` most recently seen boots, each with the highest
     counter and a 64-wide bitmap, so datagrams reordered by up to 64 are accepted
@@ -628,11 +643,12 @@ class PacketOpener:
     and ``oversize`` count the outcomes of ``open``.
     """
 
-    def __init__(self, key: bytes, *, window_ms: int = 60_000, max_senders: int = 10_000,
+    def __init__(self, key: bytes, *, accepted_keys: Iterable[bytes] = (),
+                 window_ms: int = 60_000, max_senders: int = 10_000,
                  max_boots: int = 4, max_bytes: int = MAX_PACKET_BYTES) -> None:
         if window_ms < 0 or max_senders < 1 or max_boots < 1 or max_bytes < 1:
             raise ValueError("window_ms must be >= 0 and the limits >= 1")
-        self._subkey = _subkey(key)
+        self._subkeys = _subkeys(key, accepted_keys)
         self.window_ms = window_ms
         self.max_senders = max_senders
         self.max_boots = max_boots
@@ -673,7 +689,7 @@ class PacketOpener:
             raise Oversize(f"datagram of {len(data)} bytes exceeds {self.max_bytes}")
         if len(data) < len(_PACKET_HEADER) + MAC_BYTES:
             raise Malformed("datagram too short")
-        body = _verify(self._subkey, data, _PACKET_HEADER)
+        body = _verify(self._subkeys, data, _PACKET_HEADER)
         r = _Reader(body, len(_PACKET_HEADER))
         sender = r.string(1, MAX_NODE_ID_CHARS, "sender")
         boot = r.fixed(8, "boot")
@@ -723,12 +739,13 @@ def seal_push_pull(msg: PushPull, *, key: bytes, now_ms: int | None = None,
     return size.to_bytes(4, "big") + body + _mac(subkey, body)
 
 
-def open_push_pull(body: bytes, *, key: bytes, now_ms: int | None = None,
-                   window_ms: int = 60_000) -> PushPull:
-    """The push-pull of one frame body (without its length prefix)."""
+def open_push_pull(body: bytes, *, key: bytes, accepted_keys: Iterable[bytes] = (),
+                   now_ms: int | None = None, window_ms: int = 60_000) -> PushPull:
+    """The push-pull of one frame body (without its length prefix), MAC'ed under ``key``
+    or one of ``accepted_keys``."""
     if len(body) < _MIN_FRAME_BYTES:
         raise Malformed("push-pull frame too short")
-    payload = _verify(_subkey(key), body, _STREAM_HEADER)
+    payload = _verify(_subkeys(key, accepted_keys), body, _STREAM_HEADER)
     timestamp_ms = int.from_bytes(payload[len(_STREAM_HEADER):len(_STREAM_HEADER) + 6], "big")
     if now_ms is not None and abs(timestamp_ms - now_ms) > window_ms:
         raise Stale(f"push-pull timestamp {timestamp_ms} is {timestamp_ms - now_ms} ms from now")
@@ -767,12 +784,14 @@ async def _receive_exactly(stream: trio.abc.ReceiveStream, size: int) -> bytes:
 
 
 async def receive_push_pull(stream: trio.abc.ReceiveStream, *, key: bytes,
+                            accepted_keys: Iterable[bytes] = (),
                             max_bytes: int = MAX_PUSH_PULL_BYTES, timeout_s: float = 10.0,
                             now_ms: int | None = None, window_ms: int = 60_000) -> PushPull:
     """Read one push-pull frame from ``stream``; bytes after it stay in the stream.
 
     The length prefix is checked against ``max_bytes`` before the body is read,
-    and the body is buffered only as it arrives. With ``now_ms``, a frame stamped
+    and the body is buffered only as it arrives. The MAC may be under ``key`` or
+    one of ``accepted_keys``. With ``now_ms``, a frame stamped
     further than ``window_ms`` from it is ``Stale``.
 
     Raises:
@@ -788,7 +807,8 @@ async def receive_push_pull(stream: trio.abc.ReceiveStream, *, key: bytes,
         if size < _MIN_FRAME_BYTES:
             raise Malformed(f"push-pull frame of {size} bytes is too short")
         body = await _receive_exactly(stream, size)
-        return open_push_pull(body, key=key, now_ms=now_ms, window_ms=window_ms)
+        return open_push_pull(body, key=key, accepted_keys=accepted_keys, now_ms=now_ms,
+                              window_ms=window_ms)
     raise TimedOut(f"no complete push-pull frame within {timeout_s} s")
 
 

@@ -23,13 +23,13 @@ from node.rpc.channel import PREFACE
 #: A connection that sends nothing within this long is closed.
 PEEK_TIMEOUT_S = 10.0
 
-RpcHandler = Callable[[trio.abc.HalfCloseableStream, bytes], Awaitable[None]]
+RpcHandler = Callable[[trio.abc.Stream, bytes], Awaitable[None]]
 
 
-class PrefixedStream(trio.abc.HalfCloseableStream):
+class PrefixedStream(trio.abc.Stream):
     """A stream whose first bytes were already read: they are served again first."""
 
-    def __init__(self, stream: trio.abc.HalfCloseableStream, prefix: bytes) -> None:
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
         self._stream = stream
         self._prefix = prefix
 
@@ -47,9 +47,6 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
     async def aclose(self) -> None:
         await self._stream.aclose()
 
@@ -58,14 +55,14 @@ class _GossipView:
     """The Transport gossip sees: everything of the real one, accept() only its streams."""
 
     def __init__(self, transport: Transport, streams: trio.MemoryReceiveChannel[
-            tuple[trio.abc.HalfCloseableStream, str]]) -> None:
+            tuple[trio.abc.Stream, str]]) -> None:
         self._transport = transport
         self._streams = streams
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._transport, name)
 
-    async def accept(self) -> tuple[trio.abc.HalfCloseableStream, str]:
+    async def accept(self) -> tuple[trio.abc.Stream, str]:
         try:
             return await self._streams.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -76,7 +73,7 @@ class StreamRouter:
     def __init__(self, transport: Transport, *, max_pending: int = 64) -> None:
         self.transport = transport
         self._send, self._queued = trio.open_memory_channel[
-            tuple[trio.abc.HalfCloseableStream, str]](max_pending)
+            tuple[trio.abc.Stream, str]](max_pending)
         self.gossip: Transport = _GossipView(transport, self._queued)  # type: ignore[assignment]
         self.dropped = 0
 
@@ -105,7 +102,7 @@ class StreamRouter:
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    async def _route(self, stream: trio.abc.HalfCloseableStream, peer: str,
+    async def _route(self, stream: trio.abc.Stream, peer: str,
                      rpc: RpcHandler) -> None:
         head = b""
         try:

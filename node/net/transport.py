@@ -1,11 +1,16 @@
 """The Transport contract: "the packet interface is best-effort, the stream interface is reliable".
 
-Two implementations share it and one conformance suite
+Two implementations and one wrapper share it and one conformance suite
 (``tests/conformance/test_transport.py``):
 
 - ``node.net.udp_tcp``: UDP datagrams and TCP streams on one host and port;
 - ``node.net.memory``: an in-memory network of many endpoints in one process,
-  with seeded loss, duplication, delay, partitions and a per-packet route hook.
+  with seeded loss, duplication, delay, partitions and a per-packet route hook;
+- ``node.net.tls``: any of them with every stream in mutually authenticated TLS.
+
+Streams are ``trio.abc.Stream``: the two drivers' streams can also half-close
+(``send_eof``), but TLS streams cannot, so nothing above this layer may rely on
+it; every protocol on a stream delimits its own messages.
 
 Addresses are strings ``"host:port"``; an IPv6 host is written in brackets,
 ``"[::1]:7946"``. ``split_address`` and ``join_address`` are the one place
@@ -41,10 +46,17 @@ class Transport(Protocol):
     are the caller's to close.
     """
 
-    packets_sent: int
-    packets_received: int
-    bytes_sent: int
-    bytes_received: int
+    @property
+    def packets_sent(self) -> int: ...
+
+    @property
+    def packets_received(self) -> int: ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    @property
+    def bytes_received(self) -> int: ...
 
     @property
     def address(self) -> str:
@@ -69,7 +81,7 @@ class Transport(Protocol):
         """
         ...
 
-    async def connect(self, to: str, *, timeout_s: float) -> trio.abc.HalfCloseableStream:
+    async def connect(self, to: str, *, timeout_s: float) -> trio.abc.Stream:
         """Open a reliable byte stream to the transport listening at ``to``.
 
         Raises:
@@ -78,7 +90,7 @@ class Transport(Protocol):
         """
         ...
 
-    async def accept(self) -> tuple[trio.abc.HalfCloseableStream, str]:
+    async def accept(self) -> tuple[trio.abc.Stream, str]:
         """Wait for the next inbound stream; return it with the peer's address.
 
         The peer address identifies the connection (for TCP it has the peer's

@@ -18,6 +18,19 @@ so a frame cannot be altered, replayed, reordered, reflected back to its
 sender, or replayed into another connection. A peer without the key learns
 nothing but the server's nonce, and its connection is closed.
 
+Rotating the cluster key: a server may accept more than one key (its current
+one and ``accepted_keys``), so it must learn which one the client holds before
+it proves anything. The client says so in its nonce, without changing the
+layout above: ``cn`` is 12 random bytes ``r`` then the hint
+``MAC(k, "key hint" | r)[:4]``. The server computes the hint of each of its
+keys (all of them, without stopping at a match) and runs the handshake with the
+key whose hint matches, or with its current key if none does; both sides then
+derive the session from that key. A hint reveals nothing of the key (it is a
+MAC of fresh random bytes), nor links two connections. A client that sends no
+hint (a fully random nonce: an older version) gets the current key, as before;
+a false match of a random nonce with another accepted key (2^-32 per key) only
+costs that connection, which is retried.
+
 Streams only: the caller sets timeouts (``trio.move_on_after``); every read is
 bounded by ``max_frame_bytes``.
 """
@@ -33,6 +46,8 @@ import trio
 PREFACE = b"BRPC"
 VERSION = 1
 NONCE_BYTES = 16
+#: The last bytes of a client nonce: which key the client uses (see the module docstring).
+HINT_BYTES = 4
 MAC_BYTES = 16
 MAX_ID_BYTES = 64
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -57,6 +72,26 @@ def _mac(key: bytes, *parts: Buffer) -> bytes:
     for part in parts:
         mac.update(part)
     return mac.digest()[:MAC_BYTES]
+
+
+def _hint(key: bytes, random_part: bytes) -> bytes:
+    return _mac(key, b"key hint", random_part)[:HINT_BYTES]
+
+
+def _client_nonce(key: bytes) -> bytes:
+    """Fresh random bytes that end in the hint of ``key`` (a subkey)."""
+    random_part = secrets.token_bytes(NONCE_BYTES - HINT_BYTES)
+    return random_part + _hint(key, random_part)
+
+
+def _key_for(client_nonce: bytes, keys: list[bytes]) -> bytes:
+    """The subkey among ``keys`` whose hint the nonce carries, else the first (current)."""
+    random_part, hint = client_nonce[:-HINT_BYTES], client_nonce[-HINT_BYTES:]
+    chosen = keys[0]
+    for key in reversed(keys):  # every key is tried; the earliest match wins
+        if hmac.compare_digest(_hint(key, random_part), hint):
+            chosen = key
+    return chosen
 
 
 class _Buffered:
@@ -165,7 +200,7 @@ async def connect_channel(stream: trio.abc.Stream, cluster_key: bytes, node_id: 
     if not 0 < len(raw_id) <= MAX_ID_BYTES:
         raise ValueError("node id must be 1..64 bytes")
     key = _subkey(cluster_key)
-    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    client_nonce = _client_nonce(key)
     try:
         await stream.send_all(PREFACE + bytes((VERSION, len(raw_id))) + client_nonce + raw_id)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -185,14 +220,17 @@ async def connect_channel(stream: trio.abc.Stream, cluster_key: bytes, node_id: 
 
 
 async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
-                         initial: bytes = b"",
+                         accepted_keys: tuple[bytes, ...] = (), initial: bytes = b"",
                          max_frame_bytes: int = DEFAULT_MAX_FRAME) -> Channel:
     """Run the server side of the handshake; ``initial`` is what a router already read.
+
+    A client may hold ``cluster_key`` or one of ``accepted_keys`` (a key
+    rotation): its nonce says which (see the module docstring).
 
     The channel's ``peer`` is the node id the client proved it may claim (any
     holder of the cluster key may claim any id: the key is the trust boundary).
     """
-    key = _subkey(cluster_key)
+    keys = [_subkey(k) for k in (cluster_key, *accepted_keys)]
     reader = _Buffered(stream, initial)
     head = await reader.exactly(len(PREFACE) + 2)
     if head[:len(PREFACE)] != PREFACE or head[len(PREFACE)] != VERSION:
@@ -202,6 +240,7 @@ async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
         raise ChannelError("bad node id length")
     client_nonce = await reader.exactly(NONCE_BYTES)
     raw_id = await reader.exactly(id_size)
+    key = _key_for(client_nonce, keys)
     server_nonce = secrets.token_bytes(NONCE_BYTES)
     try:
         await stream.send_all(server_nonce +

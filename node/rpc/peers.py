@@ -104,10 +104,14 @@ def _outcome(answer: bytes) -> bytes | CallFailed:
 class PeerNet:
     def __init__(self, node_id: str, transport: Transport, cluster_key: bytes,
                  address_of: Callable[[str], str | None], *,
+                 accepted_keys: tuple[bytes, ...] = (),
                  max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
+        """Channels this node opens use ``cluster_key``; those it accepts may use it or
+        one of ``accepted_keys`` (a cluster key rotation)."""
         self.node_id = node_id
         self._transport = transport
         self._key = cluster_key
+        self._accepted_keys = accepted_keys
         self._address_of = address_of
         self._max_frame = max_frame_bytes
         self._peers: dict[str, _Peer] = {}
@@ -268,12 +272,13 @@ class PeerNet:
 
     # -- inbound ---------------------------------------------------------------------------
 
-    async def serve(self, stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+    async def serve(self, stream: trio.abc.Stream, head: bytes) -> None:
         """Handle one inbound connection (the stream router's RPC handler)."""
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                channel = await accept_channel(stream, self._key, initial=head,
-                                               max_frame_bytes=self._max_frame)
+                channel = await accept_channel(stream, self._key,
+                                               accepted_keys=self._accepted_keys,
+                                               initial=head, max_frame_bytes=self._max_frame)
         except BaseException as exc:  # noqa: BLE001 - cancellation too: never leak the socket
             await trio.aclose_forcefully(stream)
             if not isinstance(exc, (ChannelError, trio.TooSlowError)):

@@ -22,6 +22,10 @@ started here is also killed at interpreter exit if a caller forgot to.
 
 The node's stdout and stderr go to ``<data_dir.parent>/<data_dir.name>.log``,
 appended across restarts; ``log_text()`` reads it back.
+
+A node started with TLS (``--tls-ca`` or ``BLOBSTORE_TLS_CA``) serves HTTPS;
+its helpers then verify it against that CA (or ``ca_file``), so tests talk to
+it exactly as to a plain node.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -100,7 +105,7 @@ class NodeProcess:
                  admin_password: str | None = DEFAULT_ADMIN_PASSWORD,
                  cheap_argon2: bool = True, start_timeout_s: float = 20.0,
                  host: str = "127.0.0.1", http_port: int = 0, gossip_port: int = 0,
-                 wrapper: Sequence[str] = ()) -> None:
+                 wrapper: Sequence[str] = (), ca_file: Path | str | None = None) -> None:
         self.data_dir = Path(data_dir)
         #: Where the node listens (port 0: the OS picks one at every start).
         self.host, self.http_port, self.gossip_port = host, http_port, gossip_port
@@ -113,6 +118,8 @@ class NodeProcess:
         self.env: dict[str, str | None] = {"BLOBSTORE_ADMIN_PASSWORD": admin_password}
         self.env.update(env or {})
         self.cheap_argon2 = cheap_argon2
+        #: The CA an HTTPS node is verified against (default: the node's own --tls-ca).
+        self.ca_file = ca_file
         self.start_timeout_s = start_timeout_s
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self.url = ""
@@ -327,13 +334,34 @@ class NodeProcess:
         assert parts.hostname is not None and parts.port is not None, self.url
         return parts.hostname, parts.port
 
+    def tls_ca(self) -> str | None:
+        """The CA file this node's HTTPS is verified against: ``ca_file``, else the node's
+        own ``--tls-ca`` or ``BLOBSTORE_TLS_CA`` (None: the node runs without TLS)."""
+        if self.ca_file is not None:
+            return str(self.ca_file)
+        for flag, value in zip(self.args, self.args[1:]):
+            if flag == "--tls-ca":
+                return value
+        return self.env.get("BLOBSTORE_TLS_CA")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting only the node's CA (None for a plain-HTTP node)."""
+        ca = self.tls_ca()
+        return ssl.create_default_context(cafile=ca) if ca else None
+
     def request(self, method: str, path: str, *, token: str | None = None,
                 json_body: Any = None, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None,
                 timeout_s: float = 10.0) -> tuple[int, Any]:
-        """One request on a fresh connection: (status, parsed JSON or raw bytes)."""
+        """One request on a fresh connection: (status, parsed JSON or raw bytes). HTTPS
+        when the node serves it, verified against ``tls_ca()``."""
         host, port = self.address
-        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+        conn: http.client.HTTPConnection
+        if self.url.startswith("https://"):
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout_s,
+                                               context=self.ssl_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
         try:
             hdrs = dict(headers or {})
             if token is not None:

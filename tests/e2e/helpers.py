@@ -16,8 +16,10 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
 def client(node: NodeProcess, token: str | None = None) -> httpx.Client:
+    """An httpx client of ``node`` (over HTTPS, trusting only its CA, if it runs TLS)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=node.url, headers=headers, timeout=TIMEOUT)
+    return httpx.Client(base_url=node.url, headers=headers, timeout=TIMEOUT,
+                        verify=node.ssl_context() or True)
 
 
 def md5_hex(data: bytes) -> str:

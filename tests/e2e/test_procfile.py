@@ -7,7 +7,8 @@ may hold 8001-8003) and its relative ``data/`` lives in a temporary directory. T
 nodes must form one cluster with one coordinator; the commands of the README's quick start
 (ports replaced the same way) must store and read back a blob with blobctl and with curl,
 all within a minute of ``honcho start``; and stopping honcho by its pid must stop every
-node.
+node. ``./run --tls`` (Procfile.tls, certificates by ``blobstore-certs local``) is run the
+same way and must serve the same over HTTPS, verified against the CA it made.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from honcho.environ import parse, parse_procfile
 
 from node.testing.observe import health, wait_for
 from node.testing.process import NodeProcess, node_env
+from tools.certs import local_cluster as make_local_certs
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +43,9 @@ NAMES = ("node1", "node2", "node3")
 QUICK_START_BOUND_S = 60.0
 
 
-def procfile() -> dict[str, list[str]]:
-    return {name: shlex.split(command)
-            for name, command in parse_procfile((ROOT / "Procfile").read_text()).processes.items()}
+def procfile(name: str = "Procfile") -> dict[str, list[str]]:
+    return {process: shlex.split(command)
+            for process, command in parse_procfile((ROOT / name).read_text()).processes.items()}
 
 
 def flags(args: list[str]) -> dict[str, str]:
@@ -70,6 +72,17 @@ def test_the_procfile_runs_three_nodes_that_find_each_other() -> None:
     assert all(key.startswith("BLOBSTORE_") for key in env), env
 
 
+def test_the_tls_procfile_is_the_procfile_with_each_nodes_certificate() -> None:
+    plain, tls = procfile(), procfile("Procfile.tls")
+    assert list(tls) == list(plain)
+    for name in NAMES:
+        assert flags(tls[name]) == {**flags(plain[name]), "--tls-cert": f"data/tls/{name}.crt",
+                                    "--tls-key": f"data/tls/{name}.key",
+                                    "--tls-ca": "data/tls/ca.crt"}
+    run = (ROOT / "run").read_text()
+    assert "blobstore-certs local data/tls" in run and "-f Procfile.tls" in run
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -90,12 +103,15 @@ class LocalCluster:
     ports: dict[str, int]
     honcho: subprocess.Popen[bytes]
     started: float
+    #: The CA of a TLS cluster (./run --tls), else None.
+    ca: Path | None = None
 
     def node(self, name: str) -> NodeProcess:
         """A handle on a node honcho started (for its URL and HTTP helpers only)."""
         i = NAMES.index(name) + 1
-        handle = NodeProcess(self.directory / "data" / name, name)
-        handle.url = f"http://127.0.0.1:{self.ports[str(8000 + i)]}"
+        handle = NodeProcess(self.directory / "data" / name, name, ca_file=self.ca)
+        scheme = "https" if self.ca else "http"
+        handle.url = f"{scheme}://127.0.0.1:{self.ports[str(8000 + i)]}"
         return handle
 
     def node_pids(self) -> list[int]:
@@ -121,18 +137,25 @@ def running(pid: int) -> bool:
 
 
 @pytest.fixture
-def local_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+def local_cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """``./run`` (honcho start) in ``tmp_path``, with free ports; stopped at the end by
-    honcho's pid, and any node left over by its own pid."""
+    honcho's pid, and any node left over by its own pid. Parametrized indirectly with
+    ``"Procfile.tls"``, it is ``./run --tls``: the certificates made as it makes them."""
+    name = getattr(request, "param", "Procfile")
     ports: dict[str, int] = {}
-    (tmp_path / "Procfile").write_text(with_free_ports((ROOT / "Procfile").read_text(), ports))
+    (tmp_path / name).write_text(with_free_ports((ROOT / name).read_text(), ports))
     shutil.copy(ROOT / ".env", tmp_path / ".env")
+    ca = None
+    if name == "Procfile.tls":
+        make_local_certs(tmp_path / "data" / "tls")
+        ca = tmp_path / "data" / "tls" / "ca.crt"
     bin_dir = str(Path(sys.executable).parent)
     env = node_env({"PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])})
     with open(tmp_path / "honcho.log", "ab") as log:
-        honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "start"], cwd=tmp_path,
-                                  env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    cluster = LocalCluster(tmp_path, ports, honcho, time.monotonic())
+        honcho = subprocess.Popen([os.path.join(bin_dir, "honcho"), "-f", name, "start"],
+                                  cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=log)
+    cluster = LocalCluster(tmp_path, ports, honcho, time.monotonic(), ca)
     try:
         yield cluster
     finally:
@@ -198,3 +221,45 @@ def test_run_forms_a_cluster_that_serves_the_readme_quick_start(
         local_cluster.log()[-3000:]
     wait_for("every node stopped with honcho", lambda: not any(map(running, pids)), 10.0)
     assert local_cluster.log().count("stopped (rc=0)") == 3, local_cluster.log()[-3000:]
+
+
+@pytest.mark.parametrize("local_cluster", ["Procfile.tls"], indirect=True)
+def test_run_tls_serves_https_verified_against_its_ca(local_cluster: LocalCluster,
+                                                      tmp_path: Path) -> None:
+    """The README's TLS quick start: curl with --cacert, PUT on one node, GET on another."""
+    if shutil.which("curl") is None:
+        pytest.skip("the README's TLS commands use curl, which is not installed")
+    nodes = [local_cluster.node(name) for name in NAMES]
+    def formed() -> bool:
+        views = [health(node) for node in nodes]
+        return (all(v.get("status") == "ok" and v.get("members") == 3 for v in views)
+                and len({v.get("coordinator") for v in views}) == 1
+                and views[0]["coordinator"] in NAMES)
+
+    took = wait_for("the TLS Procfile's three nodes form one cluster with one coordinator",
+                    formed, 45.0, detail=local_cluster.log)
+    print(f"\nhoncho -f Procfile.tls start -> 3 nodes over TLS in {took:.1f} s")
+    ca = str(local_cluster.ca)
+    token = nodes[0].login(password="admin-dev-password")
+    (tmp_path / "blob.bin").write_bytes(os.urandom(200_000))
+
+    def curl(*args: str) -> str:
+        done = subprocess.run(["curl", "-sS", "--fail", "--cacert", ca, "-H",
+                               f"Authorization: Bearer {token}", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    curl("-XPOST", f"{nodes[1].url}/create_container", "-d", '{"container": "tls"}')
+    curl("-XPOST", f"{nodes[1].url}/put_data?container=tls&blob=b", "--data-binary",
+         "@blob.bin")
+    curl("-o", "back.bin", f"{nodes[2].url.replace('127.0.0.1', 'localhost')}"
+                           "/get_data?container=tls&blob=b")
+    assert (tmp_path / "back.bin").read_bytes() == (tmp_path / "blob.bin").read_bytes()
+    plain = subprocess.run(["curl", "-sS", nodes[0].url.replace("https", "http") + "/health"],
+                           capture_output=True, timeout=30)
+    assert plain.returncode != 0  # plain HTTP gets no answer
+    pids = local_cluster.node_pids()
+    local_cluster.honcho.send_signal(signal.SIGTERM)
+    local_cluster.honcho.wait(timeout=30)
+    wait_for("every node stopped with honcho", lambda: not any(map(running, pids)), 10.0)

@@ -54,7 +54,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No BLOBCTL_* from the caller, and no way to reach the real ~/.config."""
-    for name in ("BLOBCTL_URL", "BLOBCTL_TOKEN", "BLOBCTL_CONFIG_DIR"):
+    for name in ("BLOBCTL_URL", "BLOBCTL_TOKEN", "BLOBCTL_CONFIG_DIR", "BLOBCTL_CACERT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)

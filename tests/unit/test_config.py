@@ -407,3 +407,70 @@ def test_config_for_tests_overrides(tmp_path: Path) -> None:
     assert cfg.argon2_time_cost == 1
     with pytest.raises(ConfigError):
         config_for_tests(tmp_path, chunk_size=1)
+
+
+# -- TLS and key rotation ----------------------------------------------------------------
+
+TLS_FLAGS = {"tls_cert": "/etc/blobstore/node.crt", "tls_key": "/etc/blobstore/node.key",
+             "tls_ca": "/etc/blobstore/ca.crt"}
+
+
+def tls_args(names: tuple[str, ...] = tuple(TLS_FLAGS)) -> list[str]:
+    return [arg for name in names for arg in ("--" + name.replace("_", "-"), TLS_FLAGS[name])]
+
+
+def test_tls_is_on_with_its_three_files_from_flags_env_or_file(tmp_path: Path) -> None:
+    assert not load_config(required(tmp_path), {}).tls
+    cfg = load_config(required(tmp_path) + tls_args(), {})
+    assert cfg.tls and cfg.tls_cert == Path(TLS_FLAGS["tls_cert"])
+    assert (cfg.tls_key, cfg.tls_ca) == (Path(TLS_FLAGS["tls_key"]), Path(TLS_FLAGS["tls_ca"]))
+    env = {"BLOBSTORE_" + name.upper(): value for name, value in TLS_FLAGS.items()}
+    assert load_config(required(tmp_path), env).tls_ca == Path(TLS_FLAGS["tls_ca"])
+    path = write_toml(tmp_path, "".join(f'{k} = "{v}"\n' for k, v in TLS_FLAGS.items()))
+    assert load_config(required(tmp_path) + ["--config", str(path)], {}).tls
+
+
+@pytest.mark.parametrize("given", [("tls_cert",), ("tls_cert", "tls_key"), ("tls_key", "tls_ca"),
+                                   ("tls_ca",)])
+def test_half_configured_tls_is_refused_naming_what_is_missing(tmp_path: Path,
+                                                               given: tuple[str, ...]) -> None:
+    message = config_error(required(tmp_path) + tls_args(given), {})
+    missing = [name for name in TLS_FLAGS if name not in given]
+    assert all(name in message for name in missing), message
+    assert "together" in message
+
+
+def test_an_empty_tls_path_is_refused(tmp_path: Path) -> None:
+    assert names("tls_cert", config_error(required(tmp_path), {"BLOBSTORE_TLS_CERT": " "}))
+
+
+def test_accepted_cluster_keys_come_from_env_or_file_never_flags(tmp_path: Path) -> None:
+    new, other = "n" * 20, "o" * 20
+    env = {"BLOBSTORE_CLUSTER_KEY": KEY, "BLOBSTORE_CLUSTER_KEYS_ACCEPTED": f" {new} ,{other},"}
+    cfg = load_config(required(tmp_path), env)
+    assert cfg.cluster_keys_accepted == (new, other)
+    for text in (repr(cfg), str(cfg)):
+        assert new not in text and "cluster_keys_accepted" not in text
+    path = write_toml(tmp_path, f'cluster_keys_accepted = ["{new}"]\n')
+    cfg = load_config(required(tmp_path) + ["--config", str(path)],
+                      {"BLOBSTORE_CLUSTER_KEY": KEY})
+    assert cfg.cluster_keys_accepted == (new,)
+    config_error(required(tmp_path) + ["--cluster-keys-accepted", new], {})
+
+
+@pytest.mark.parametrize("accepted, why", [
+    ("short-secret", "at least 16"),
+    (",".join(c * 20 for c in "abcd"), "at most 3"),
+])
+def test_bad_accepted_keys_are_refused_without_echoing_them(tmp_path: Path, accepted: str,
+                                                            why: str) -> None:
+    message = config_error(required(tmp_path), {"BLOBSTORE_CLUSTER_KEY": KEY,
+                                                "BLOBSTORE_CLUSTER_KEYS_ACCEPTED": accepted})
+    assert "cluster_keys_accepted" in message and why in message
+    assert all(key not in message for key in accepted.split(","))
+
+
+def test_accepted_keys_need_a_current_key(tmp_path: Path) -> None:
+    message = config_error(required(tmp_path) + ["--dev"],
+                           {"BLOBSTORE_CLUSTER_KEYS_ACCEPTED": "n" * 20})
+    assert "cluster_keys_accepted" in message and "CLUSTER_KEY" in message

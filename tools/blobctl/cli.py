@@ -25,8 +25,9 @@ code  meaning
 
 The codes are defined once, in ``tools.blobctl.errors.ExitCode``; this table,
 ``blobctl --help`` and the README are checked against it by the tests.
-Environment: ``BLOBCTL_URL``, ``BLOBCTL_TOKEN`` and ``BLOBCTL_CONFIG_DIR``
-stand in for ``--url``, a saved login and ``--config-dir``.
+Environment: ``BLOBCTL_URL``, ``BLOBCTL_TOKEN``, ``BLOBCTL_CONFIG_DIR`` and
+``BLOBCTL_CACERT`` stand in for ``--url``, a saved login, ``--config-dir`` and
+``--cacert``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ environment:
   BLOBCTL_TOKEN        a token to send instead of the saved one
   BLOBCTL_CONFIG_DIR   where the login is saved (default:
                        $XDG_CONFIG_HOME/blobctl or ~/.config/blobctl)
+  BLOBCTL_CACERT       the CA an https:// node is verified against
+                       (default: the system's CAs)
 
 exit codes:
 {exit_codes_text()}
@@ -76,6 +79,10 @@ def _add_common(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     parser.add_argument("--config-dir", default=default(None), metavar="DIR",
                         help="where the login is saved (default: $BLOBCTL_CONFIG_DIR, "
                              "$XDG_CONFIG_HOME/blobctl or ~/.config/blobctl)")
+    parser.add_argument("--cacert", default=default(None), metavar="FILE",
+                        help="verify an https:// node against this CA (PEM) only, e.g. "
+                             "the cluster CA (default: $BLOBCTL_CACERT, else the system's "
+                             "CAs)")
     parser.add_argument("--json", action="store_true", default=default(False),
                         help="machine-readable JSON on stdout")
     parser.add_argument("--timeout", type=float, default=default(30.0), metavar="S",
@@ -112,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise CliError("--timeout must be > 0", ExitCode.USAGE)
         ctx = Context(out=Output(json_mode=args.json, progress=args.progress),
                       store=ConfigStore(config_dir(args.config_dir, os.environ)),
-                      environ=os.environ, url_flag=args.url, timeout_s=args.timeout)
+                      environ=os.environ, url_flag=args.url, timeout_s=args.timeout,
+                      cacert=args.cacert or os.environ.get("BLOBCTL_CACERT") or None)
         return int(args.run(ctx, args))
     except CliError as exc:
         error_line(exc.message)

@@ -7,7 +7,9 @@ time into a sink. Both check the bytes against the blob's ETag (the hex MD5 of
 the whole blob, API.md), so a silent corruption on the way is an error.
 
 Every error becomes a ``CliError``: the node's own error code and status
-(``ApiError``), or "cannot reach URL" for connection failures and timeouts.
+(``ApiError``), or "cannot reach URL" for connection failures, timeouts and
+certificates that do not verify. An ``https://`` node is verified against
+``cacert`` alone when given (a cluster's own CA), else the system's CAs.
 One request, one connection: nothing here is shared between threads.
 """
 
@@ -17,6 +19,7 @@ import hashlib
 import http.client
 import json
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, urlencode, urlsplit
@@ -56,7 +59,8 @@ class Client:
     """Talks to one node; ``token`` is sent on every call that needs authentication."""
 
     def __init__(self, url: str, token: str | None, *, timeout_s: float = 30.0,
-                 missing_token: str = "not logged in: run 'blobctl login'") -> None:
+                 missing_token: str = "not logged in: run 'blobctl login'",
+                 cacert: str | None = None) -> None:
         parts = urlsplit(url)
         if not parts.hostname:
             raise CliError(f"no host in URL {url!r}", ExitCode.USAGE)
@@ -68,6 +72,8 @@ class Client:
         self._host = parts.hostname
         self._port = parts.port
         self._base = parts.path.rstrip("/")
+        self._cacert = cacert
+        self._ssl: ssl.SSLContext | None = None
 
     # -- JSON calls ----------------------------------------------------------------
 
@@ -214,8 +220,19 @@ class Client:
     def _connect(self) -> http.client.HTTPConnection:
         if self._https:
             return http.client.HTTPSConnection(self._host, self._port,
-                                               timeout=self.timeout_s)
+                                               timeout=self.timeout_s,
+                                               context=self._ssl_context())
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Made on first use (an http:// node never needs the CA file to exist)."""
+        if self._ssl is None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self._cacert)
+            except (OSError, ssl.SSLError) as exc:
+                raise CliError(f"cannot use --cacert {self._cacert}: {exc}",
+                               ExitCode.USAGE) from None
+        return self._ssl
 
     def _target(self, path: str, query: Mapping[str, str] | None) -> str:
         target = self._base + path

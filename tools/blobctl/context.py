@@ -23,6 +23,8 @@ class Context:
     environ: Mapping[str, str]
     url_flag: str | None
     timeout_s: float
+    #: The CA file https:// nodes are verified against (None: the system's CAs).
+    cacert: str | None = None
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     _creds: Credentials | None = field(default=None, init=False)
 
@@ -36,11 +38,11 @@ class Context:
         """A client for the resolved URL and token."""
         creds = self.creds
         return Client(creds.url, creds.token, timeout_s=self.timeout_s,
-                      missing_token=creds.missing)
+                      missing_token=creds.missing, cacert=self.cacert)
 
     def client_for(self, url: str) -> Client:
         """A client for another URL, without a token (for ``/health`` of other members)."""
-        return Client(url, None, timeout_s=self.timeout_s)
+        return Client(url, None, timeout_s=self.timeout_s, cacert=self.cacert)
 
 
 #: A command: reads its parsed arguments, does the work, says how it went.

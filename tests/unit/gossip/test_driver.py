@@ -103,7 +103,8 @@ class Cluster:
 
     async def start(self, i: int, *, seeds: tuple[int, ...] = (1,), key: bytes = KEY,
                     tags: dict[str, str] | None = None, tap: bool = False,
-                    on_view: Callable[[MembershipView], None] | None = None) -> Gossip:
+                    on_view: Callable[[MembershipView], None] | None = None,
+                    accepted_keys: tuple[bytes, ...] = ()) -> Gossip:
         transport: MemoryTransport | Tap = self.net.transport(addr(i))
         if tap:
             assert isinstance(transport, MemoryTransport)
@@ -111,7 +112,8 @@ class Cluster:
             self.nursery.start_soon(transport.pump)
         # cast: Tap's counters are read-only views of the wrapped transport's
         g = Gossip(meta(i, tags), TESTS, cast(Transport, transport), key, rng=random.Random(i), wall_ms=wall_ms,
-                   seeds=tuple(addr(s) for s in seeds if s != i), on_view=on_view)
+                   seeds=tuple(addr(s) for s in seeds if s != i), on_view=on_view,
+                   accepted_keys=accepted_keys)
         scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -474,3 +476,21 @@ async def test_metadata_too_big_to_piggyback_is_refused_at_construction(
     with pytest.raises(WireError):
         Gossip(meta(3, tags), TESTS, net.transport(addr(3)), KEY, rng=random.Random(1),
                wall_ms=wall_ms)
+
+
+async def test_nodes_in_the_middle_of_a_key_rotation_stay_one_cluster(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """Nodes that sign with the old key and nodes that sign with the new one, each
+    accepting the other's, gossip as one cluster; a third key stays out."""
+    async with cluster() as c:
+        await c.start(1, key=KEY, accepted_keys=(OTHER_KEY,))
+        await c.start(2, key=OTHER_KEY, accepted_keys=(KEY,))
+        await c.start(3, key=OTHER_KEY, accepted_keys=(KEY,), seeds=(2,))
+        stranger = await c.start(4, key=b"a-third-cluster-key-0123456789ab", seeds=(1, 2))
+        await wait_until(lambda: c.alive_everywhere({1, 2, 3}))
+        await trio.sleep(20 * TESTS.probe_interval_s)
+        assert c.alive_everywhere({1, 2, 3})
+        assert all(state_of(c.nodes[i], "n4") is None for i in (1, 2, 3))
+        assert {m.node_id for m in stranger.view.members if m.state is ALIVE} == {"n4"}
+        stats = c.nodes[1].stats()
+        assert stats["push_pulls_rejected"] >= 1 and stats["datagrams_accepted"] > 0

@@ -643,3 +643,61 @@ async def test_stamped_frames_can_be_checked_for_staleness() -> None:
             await receive_push_pull(right, key=KEY, now_ms=received)
     await send_push_pull(left, msg, key=KEY)
     assert await receive_push_pull(right, key=KEY) == msg  # unchecked without now_ms
+
+
+# -- rotating the cluster key ------------------------------------------------------------
+
+NEW_KEY = b"the-next-cluster-key-0123456789"
+THIRD_KEY = b"a-third-cluster-key-0123456789"
+
+
+def test_a_receiver_accepts_its_current_and_its_accepted_keys_only() -> None:
+    """The middle of a rotation: datagrams sealed with either key open, and each counts
+    against the same replay window (the key is not part of a datagram's identity)."""
+    opener = PacketOpener(KEY, accepted_keys=(NEW_KEY,))
+    packet = Packet(Ack(1, "node-1"))
+    assert opener.open(seal(packet, 1, key=KEY), now_ms=NOW)[1] == packet
+    assert opener.open(seal(packet, 2, key=NEW_KEY), now_ms=NOW)[1] == packet
+    with pytest.raises(Replayed):
+        opener.open(seal(packet, 2, key=KEY), now_ms=NOW)
+    with pytest.raises(BadMac):
+        opener.open(seal(packet, 3, key=THIRD_KEY), now_ms=NOW)
+    assert (opener.accepted, opener.replayed, opener.bad_mac) == (2, 1, 1)
+    # Without the accepted key (a rotation finished), the other key is refused.
+    with pytest.raises(BadMac):
+        PacketOpener(KEY).open(seal(packet, 4, key=NEW_KEY), now_ms=NOW)
+
+
+def test_every_accepted_key_is_tried_even_after_a_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verification does the same work whichever key matches, or none."""
+    import node.gossip.wire as wire
+    calls: list[bytes] = []
+    real_mac = wire._mac
+
+    def counting_mac(subkey: bytes, body: bytes) -> bytes:
+        calls.append(subkey)
+        return real_mac(subkey, body)
+
+    opener = PacketOpener(KEY, accepted_keys=(NEW_KEY, THIRD_KEY))
+    data = {key: seal(Packet(Ack(1, "node-1")), i, key=key)
+            for i, key in enumerate((KEY, NEW_KEY, THIRD_KEY, b"no-such-key-0123456789"))}
+    monkeypatch.setattr(wire, "_mac", counting_mac)
+    for key, datagram in data.items():
+        calls.clear()
+        try:
+            opener.open(datagram, now_ms=NOW)
+        except BadMac:
+            assert key == b"no-such-key-0123456789"
+        assert len(calls) == 3, key
+
+
+async def test_push_pull_frames_open_under_an_accepted_key() -> None:
+    msg = PushPull("node-1", True, (small_update(1),))
+    frame = seal_push_pull(msg, key=NEW_KEY, now_ms=NOW)
+    assert open_push_pull(frame[4:], key=KEY, accepted_keys=(NEW_KEY,)) == msg
+    with pytest.raises(BadMac):
+        open_push_pull(frame[4:], key=KEY, accepted_keys=(THIRD_KEY,))
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    await send_push_pull(send, msg, key=NEW_KEY, now_ms=NOW)
+    assert await receive_push_pull(receive, key=KEY, accepted_keys=(NEW_KEY,),
+                                   now_ms=NOW) == msg

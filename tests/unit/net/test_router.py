@@ -19,7 +19,7 @@ async def test_streams_are_told_apart_by_their_first_bytes(
     router = StreamRouter(server)
     rpc_seen: list[bytes] = []
 
-    async def rpc(stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+    async def rpc(stream: trio.abc.Stream, head: bytes) -> None:
         rpc_seen.append(head + await stream.receive_some(100))
         await stream.aclose()
 
@@ -51,7 +51,7 @@ async def test_streams_gossip_never_took_are_closed_when_the_router_stops(
     client = net.transport("10.0.0.2:7946")
     router = StreamRouter(server)
 
-    async def rpc(stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+    async def rpc(stream: trio.abc.Stream, head: bytes) -> None:
         await stream.aclose()
 
     with trio.CancelScope() as scope:

@@ -146,3 +146,85 @@ async def test_garbage_instead_of_a_handshake_is_refused() -> None:
     await a.send_all(b"GET / HTTP/1.1\r\n\r\n")
     with pytest.raises(ChannelError):
         await accept_channel(b, KEY)
+
+
+# -- rotating the cluster key ------------------------------------------------------------
+
+NEW = b"the-next-cluster-key-0123456789"
+THIRD = b"a-third-cluster-key-0123456789"
+
+
+async def rotated_pair(client_key: bytes, server_key: bytes,
+                       accepted: tuple[bytes, ...]) -> tuple[object, object]:
+    a, b = trio.testing.memory_stream_pair()
+    out: dict[str, object] = {}
+
+    async def client() -> None:
+        try:
+            out["c"] = await connect_channel(a, client_key, "n1", peer="n2")
+        except ChannelError as exc:
+            out["c"] = exc
+            await a.aclose()
+
+    async def server() -> None:
+        try:
+            out["s"] = await accept_channel(b, server_key, accepted_keys=accepted)
+        except ChannelError as exc:
+            out["s"] = exc
+            await b.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        nursery.start_soon(server)
+    return out["c"], out["s"]
+
+
+@pytest.mark.parametrize("client_key, server_key, accepted", [
+    (KEY, KEY, (NEW,)),          # step 1: the new key accepted, the old one still used
+    (NEW, KEY, (NEW,)),          # step 2: a rotated client, a server not yet rotated
+    (KEY, NEW, (KEY,)),          # step 2: the other way round
+    (NEW, NEW, (KEY,)),
+    (THIRD, KEY, (NEW, THIRD)),  # any of several accepted keys
+], ids=["old-old", "new-old", "old-new", "new-new", "third"])
+async def test_a_server_finds_the_accepted_key_its_client_uses(
+        client_key: bytes, server_key: bytes, accepted: tuple[bytes, ...]) -> None:
+    c, s = await rotated_pair(client_key, server_key, accepted)
+    assert isinstance(c, Channel) and isinstance(s, Channel), (c, s)
+    assert c._session == s._session
+    await c.send(b"across keys")
+    assert await s.receive() == b"across keys"
+    await s.send(b"and back")
+    assert await c.receive() == b"and back"
+
+
+async def test_a_key_the_server_does_not_accept_is_refused() -> None:
+    c, s = await rotated_pair(THIRD, KEY, (NEW,))
+    assert isinstance(s, ChannelError) and not isinstance(c, Channel)
+    # The rotation is over: the old key is no longer accepted.
+    c, s = await rotated_pair(KEY, NEW, ())
+    assert isinstance(s, ChannelError) or isinstance(c, ChannelError)
+    assert not (isinstance(c, Channel) and isinstance(s, Channel))
+
+
+async def test_a_client_without_a_hint_gets_the_current_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client of an earlier version sends a fully random nonce: a server with accepted
+    keys still handshakes with it under its current key."""
+    import secrets
+
+    import node.rpc.channel as channel
+    monkeypatch.setattr(channel, "_client_nonce",
+                        lambda key: secrets.token_bytes(channel.NONCE_BYTES))
+    c, s = await rotated_pair(KEY, KEY, (NEW, THIRD))
+    assert isinstance(c, Channel) and isinstance(s, Channel)
+    c, s = await rotated_pair(NEW, KEY, (NEW,))
+    assert not (isinstance(c, Channel) and isinstance(s, Channel))
+
+
+def test_the_hint_names_one_key_and_changes_with_every_nonce() -> None:
+    from node.rpc.channel import _client_nonce, _key_for, _subkey
+    keys = [_subkey(k) for k in (KEY, NEW, THIRD)]
+    nonces = [_client_nonce(keys[1]) for _ in range(100)]
+    assert all(_key_for(n, keys) == keys[1] for n in nonces)
+    assert len({n[-4:] for n in nonces}) > 90  # unlinkable: a fresh hint every time
+    assert _key_for(_client_nonce(_subkey(b"unknown-key-0123456789")), keys) == keys[0]

@@ -120,3 +120,33 @@ async def test_calls_fail_as_soon_as_their_connection_breaks_not_at_their_deadli
             await nets["a"].call("b", "hangs", b"", timeout_s=60)
         assert trio.current_time() - before < 5.0  # one connect attempt, not the deadline
         nursery.cancel_scope.cancel()
+
+
+async def test_calls_cross_a_key_rotation_both_ways(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """One node signs with the new key, the other still with the old one; each accepts the
+    other's: calls go both ways. A node with neither key is refused."""
+    old, new = b"o" * 20, b"n" * 20
+    net = MemoryNetwork(random.Random(4))
+    address = {**ADDRESS, "c": "10.0.0.3:7946"}
+    keys = {"a": (old, (new,)), "b": (new, (old,)), "c": (b"x" * 20, ())}
+
+    async def echo(peer: str, body: bytes) -> bytes:
+        return peer.encode() + b":" + body
+
+    async with trio.open_nursery() as nursery:
+        nets = {}
+        for name, (key, accepted) in keys.items():
+            transport = net.transport(address[name])
+            peers = nets[name] = PeerNet(name, transport, key, address.get,
+                                         accepted_keys=accepted)
+            peers.on_call("echo", echo)
+            await nursery.start(peers.run)
+            await nursery.start(StreamRouter(transport).run, peers.serve)
+        assert await nets["a"].call("b", "echo", b"1", timeout_s=1) == b"a:1"
+        assert await nets["b"].call("a", "echo", b"2", timeout_s=1) == b"b:2"
+        with pytest.raises(CallFailed):
+            await nets["c"].call("a", "echo", b"3", timeout_s=1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert nets["a"].counters["rejected"] >= 1
+        nursery.cancel_scope.cancel()
