@@ -1,4 +1,8 @@
-"""``blobstore-node``: command line -> NodeConfig -> trio.run(Node.run)."""
+"""``blobstore-node``: command line -> NodeConfig -> trio.run(Node.run).
+
+``blobstore-node backup|restore ...`` are operations on a data dir instead
+(``node.admin``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 
 import trio
 
+from node.admin import cli as admin
 from node.config import load_config
 from node.errors import ConfigError
 from node.logs import configure
@@ -46,8 +51,11 @@ def _leaves(group: BaseExceptionGroup) -> list[ConfigError]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in admin.SUBCOMMANDS:  # ``blobstore-node backup ...``: not a node
+        return admin.main(args)
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
+        config = load_config(args, os.environ)
     except ConfigError as exc:
         print(f"blobstore-node: {exc}", file=sys.stderr)
         return 2

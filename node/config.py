@@ -420,6 +420,7 @@ def _argument_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         description="Run one blob store node. Every setting may also come from "
         "BLOBSTORE_<NAME> or a TOML file given by --config; flags win.",
+        epilog="Metadata backups: blobstore-node backup --help, blobstore-node restore --help.",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", help="TOML file of settings")
