@@ -57,7 +57,9 @@ def _record(ops_per_s: float, p99: float) -> dict[str, object]:
 
 
 def test_compare_shows_both_runs_and_the_change(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # whatever terminal the tests run in
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(_record(1000.0, 40.0)))
     b.write_text(json.dumps(_record(1500.0, 20.0)))
