@@ -33,7 +33,10 @@ So are the per-user request rate and the per-client connection limit (the
 fuzzer is one very busy client whose connections linger); tests/e2e/test_limits.py
 tests those.
 
-``.venv/bin/pytest tests/e2e/test_fuzz.py`` runs it (about 20 s);
+The whole run is made twice, against a node over plain HTTP and one over HTTPS
+(its own CA, every request verified): the contract holds the same with TLS on.
+
+``.venv/bin/pytest tests/e2e/test_fuzz.py`` runs it (about 40 s);
 ``FUZZ_EXAMPLES=500`` runs a deeper campaign and ``FUZZ_SEED=N`` another seed.
 """
 
@@ -61,6 +64,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
 from node.api import openapi
 from node.testing.process import NodeProcess
 from tests.e2e.conftest import StartNode
+from tests.tls_files import Authority
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +125,10 @@ class World:
 
     def __init__(self, node: NodeProcess) -> None:
         self.node = node
-        self.http = httpx.Client(base_url=node.url, timeout=REQUEST_TIMEOUT_S)
+        self.http = httpx.Client(base_url=node.url, timeout=REQUEST_TIMEOUT_S,
+                                 verify=node.ssl_context() or True)
+        #: What the fuzzer's requests verify the node's certificate against (HTTPS only).
+        self.verify: str | bool = node.tls_ca() or True
         self.admin_password = node.admin_password or ""
         self.admin_token = ""
         self.token = ""
@@ -211,18 +218,28 @@ class World:
         return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def world(start_module_node: StartNode) -> Iterator[World]:
+@pytest.fixture(scope="module", params=["http", "https"])
+def world(start_module_node: StartNode, request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The node the fuzzer attacks: once over plain HTTP, once over HTTPS (TLS on)."""
+    env = {}
+    if request.param == "https":
+        env = Authority(tmp_path_factory.mktemp("ca")).node("n1").env()
     node = start_module_node("n1", "--login-max-failures", "1000000000",
                              "--max-connections-per-client", "4096", "--max-connections", "4096",
-                             "--user-requests-per-s", "0")
+                             "--user-requests-per-s", "0", env=env,
+                             data_dir=tmp_path_factory.mktemp(request.param) / "n1")
+    assert node.url.startswith(request.param + "://")
     world = World(node)
-    try:
-        world.set_up()
-        yield world
-        print("\n" + world.report())
-    finally:
-        world.close()
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "https":  # the checks' own requests too (ignored_auth, ...)
+            patch.setenv("REQUESTS_CA_BUNDLE", str(world.verify))
+        try:
+            world.set_up()
+            yield world
+            print("\n" + world.report())
+        finally:
+            world.close()
 
 
 def test_the_node_serves_the_document_the_fuzzer_reads(world: World) -> None:
@@ -244,7 +261,7 @@ def test_every_operation_keeps_the_document(case: Case, world: World) -> None:
     status = None
     try:
         response = case.call(base_url=world.node.url, headers=headers,
-                             timeout=REQUEST_TIMEOUT_S)
+                             timeout=REQUEST_TIMEOUT_S, verify=world.verify)
         status = response.status_code
         case.validate_response(response, checks=CHECKS, headers=headers)
     finally:
