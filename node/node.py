@@ -15,7 +15,6 @@ on the orderly part.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from node.auth.throttle import LoginThrottle
 from node.blobs.gc import ChunkCollector
 from node.blobs.pins import ChunkPins
 from node.clock import SystemClock, WallClock, rfc3339
+from node import datadir
 from node.config import NodeConfig
 from node.errors import ConfigError
 from node.gossip.config import PRESETS
@@ -73,48 +73,32 @@ log = logging.getLogger(__name__)
 
 DEV_ADMIN_PASSWORD = "admin-dev-password"
 DEV_CLUSTER_KEY = "blobstore-development-cluster-key"
-IDENTITY_FILE = "node.json"
 #: Gossip tag: the metadata command format this node's software reads (``META_FORMAT``).
 TAG_META = "meta"
 READY_FILE = "node.ready"
 
 
 def _lock_data_dir(data_dir: Path) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data_dir / "node.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        return datadir.lock(data_dir)
+    except datadir.DataDirInUse:
         raise ConfigError(f"data dir {data_dir} is in use by another node") from None
-    return fd
 
 
 def _check_identity(config: NodeConfig) -> None:
-    path = config.data_dir / IDENTITY_FILE
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("node_id") != config.node_id:
-            raise ConfigError(f"data dir {config.data_dir} belongs to node "
-                              f"{stored.get('node_id')!r}, not {config.node_id!r}")
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"node_id": config.node_id, "format": 1}))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    stored = datadir.stored_node_id(config.data_dir)
+    if stored is None:
+        datadir.write_identity(config.data_dir, config.node_id)
+    elif stored != config.node_id:
+        raise ConfigError(f"data dir {config.data_dir} belongs to node "
+                          f"{stored!r}, not {config.node_id!r}")
 
 
 def readable_format(view: MembershipView) -> int:
     """The newest metadata command format every member reads: a node uses a newer one only
     once this allows it (a dead member counts, as it may come back; a departed one not)."""
-    formats = []
-    for member in view.members:
-        if member.state is MemberState.LEFT:
-            continue
-        tag = member.tags.get(TAG_META, "1")
-        formats.append(int(tag) if tag.isdigit() else 1)
-    return min(formats, default=1)
+    return min((member.version(TAG_META) for member in view.members
+                if member.state is not MemberState.LEFT), default=1)
 
 
 def _log_transition(old: Member | None, new: Member) -> None:
@@ -157,8 +141,8 @@ class Node:
         cfg = self.config
         _check_identity(cfg)
         # The Raft log (FULL) replays what a power cut takes back; see node.store.db.
-        db = Database(cfg.data_dir / "meta.sqlite3", synchronous="NORMAL")
-        raft_db = Database(cfg.data_dir / "raft.sqlite3", readers=1)
+        db = Database(cfg.data_dir / datadir.META_DB, synchronous="NORMAL")
+        raft_db = Database(cfg.data_dir / datadir.RAFT_DB, readers=1)
         state = MetaState(cfg.meta_cache_bytes)
         db.write_sync(state.load)
         has_raft = raft_db.write_sync(raft_storage.has_state)

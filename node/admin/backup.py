@@ -49,8 +49,6 @@ which a node refuses to start on.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -58,7 +56,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from node import datadir
 from node.config import valid_node_id
+from node.datadir import META_DB, RAFT_DB, SNAPSHOT_DIR
 from node.raft import storage as raft_storage
 from node.raft.core import HardState, Ready
 from node.raft.messages import Membership, SnapshotMeta
@@ -66,13 +66,6 @@ from node.raft.snapshots import file_name
 from node.store.db import Connection, Database, DatabaseError, write_transaction
 from node.store.files import replace_durably
 
-# The data dir's layout, as ``node.node`` and ``node.coordinator`` open it (a component test
-# starts a real node on a restored dir, so a drift fails there).
-META_DB = "meta.sqlite3"
-RAFT_DB = "raft.sqlite3"
-SNAPSHOT_DIR = "snapshots"
-IDENTITY_FILE = "node.json"
-LOCK_FILE = "node.lock"
 #: A backup holds password hashes and the key that signs every token: owner-only.
 BACKUP_MODE = 0o600
 #: The term of the restored snapshot and of the new group's first hard state; its first
@@ -238,14 +231,16 @@ async def restore(data_dir: Path, source: Path, node_id: str | None = None, *,
         raise BackupError(f"backup file {source} does not exist")
     data_dir.mkdir(parents=True, exist_ok=True)
     with _locked(data_dir):
-        node_id = resolve_node_id(_stored_node_id(data_dir), node_id, data_dir)
+        stored = _stored_node_id(data_dir)
+        node_id = resolve_node_id(stored, node_id, data_dir)
         found = blockers(data_dir)
         if found:
             raise BackupError(f"data dir {data_dir} already holds metadata "
                               f"({', '.join(p.name for p in found)}); a restore never "
                               "overwrites it: remove meta.sqlite3*, raft.sqlite3* and "
                               "snapshots/ (chunk files in store/ are kept)")
-        _write_identity(data_dir, node_id)
+        if stored is None:  # as a node writes it at its first start
+            datadir.write_identity(data_dir, node_id)
         created: list[Path] = [data_dir / META_DB]
         try:
             info, snapshot = await _restore_metadata(data_dir, source, node_id, revoke_tokens,
@@ -313,42 +308,24 @@ async def _start_group(data_dir: Path, group: str, snapshot: SnapshotMeta) -> No
 
 @contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
-    """The lock a running node holds on its data dir (``node.lock``): taken for the
-    whole restore, so neither a node nor a second restore can start meanwhile."""
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    """The lock a running node holds on its data dir: taken for the whole restore, so
+    neither a node nor a second restore can start meanwhile."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BackupError(f"data dir {data_dir} is in use by a running node; stop it "
-                              "first") from None
+        fd = datadir.lock(data_dir)
+    except datadir.DataDirInUse:
+        raise BackupError(f"data dir {data_dir} is in use by a running node; stop it "
+                          "first") from None
+    try:
         yield
     finally:
         os.close(fd)
 
 
 def _stored_node_id(data_dir: Path) -> str | None:
-    path = data_dir / IDENTITY_FILE
     try:
-        stored = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise BackupError(f"cannot read {path}: {exc}") from None
-    node_id = stored.get("node_id") if isinstance(stored, dict) else None
-    if not isinstance(node_id, str):
-        raise BackupError(f"{path} names no node id")
-    return node_id
-
-
-def _write_identity(data_dir: Path, node_id: str) -> None:
-    """``node.json`` as a node writes it at its first start, if it is not there yet."""
-    path = data_dir / IDENTITY_FILE
-    if path.exists():
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"node_id": node_id, "format": 1}))
-    replace_durably(tmp, path)
+        return datadir.stored_node_id(data_dir)
+    except datadir.BadIdentity as exc:
+        raise BackupError(str(exc)) from None
 
 
 def _remove_database(path: Path) -> None:

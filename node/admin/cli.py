@@ -24,10 +24,17 @@ from node.admin.backup import BackupError, backup, restore
 SUBCOMMANDS = ("backup", "restore")
 
 
+def _data_dir_argument(parser: argparse.ArgumentParser, environ: Mapping[str, str],
+                       help: str) -> None:
+    """``--data-dir DIR``, required unless BLOBSTORE_DATA_DIR gives it (as for the node)."""
+    default = environ.get("BLOBSTORE_DATA_DIR")
+    parser.add_argument("--data-dir", default=default, required=default is None, type=Path,
+                        metavar="DIR", help=f"{help} (default: $BLOBSTORE_DATA_DIR)")
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blobstore-node", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    data_dir = environ.get("BLOBSTORE_DATA_DIR")
 
     b = commands.add_parser(
         "backup", allow_abbrev=False,
@@ -36,8 +43,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "the token signing key) of the node whose data dir is DIR to FILE: a consistent "
         "copy of one committed moment, taken while the node serves. Chunk files are not "
         "included. Run it as the node's user, on the node's machine.")
-    b.add_argument("--data-dir", default=data_dir, required=data_dir is None, type=Path,
-                   metavar="DIR", help="the node's data dir (default: $BLOBSTORE_DATA_DIR)")
+    _data_dir_argument(b, environ, "the node's data dir")
     b.add_argument("--out", required=True, type=Path, metavar="FILE",
                    help="the backup file (replaced atomically if it exists)")
 
@@ -48,8 +54,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "running node) so that a node started on it without --join is the only voter of "
         "a new cluster whose metadata is the backup. Start the other nodes with empty "
         "metadata and --join it.")
-    r.add_argument("--data-dir", default=data_dir, required=data_dir is None, type=Path,
-                   metavar="DIR", help="the data dir to prepare (default: $BLOBSTORE_DATA_DIR)")
+    _data_dir_argument(r, environ, "the data dir to prepare")
     r.add_argument("--from", dest="source", required=True, type=Path, metavar="FILE",
                    help="the backup file (only read)")
     r.add_argument("--node-id", default=environ.get("BLOBSTORE_NODE_ID"), metavar="ID",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from node import datadir
 from node.config import NodeConfig
 from node.errors import Unavailable
 from node.coordinator.steward import DownTimes, Policy, plan
@@ -81,7 +82,7 @@ class Coordinator:
         self._settle_s = settle_s
         self._bootstrap_metadata = bootstrap_metadata
         self._observer = observer
-        self._files = SnapshotFiles(config.data_dir / "snapshots", peers)
+        self._files = SnapshotFiles(config.data_dir / datadir.SNAPSHOT_DIR, peers)
         self._view = view
         #: The Raft group this node belongs to (None until decided; None for data written
         #: before groups had ids, which then accept every member).
@@ -106,8 +107,7 @@ class Coordinator:
     def _wire_of(self, peer: str) -> int:
         """The Raft wire version ``peer`` reads, as its gossip says (1: it does not say)."""
         member = self._view().get(peer)
-        tag = member.tags.get(TAG_WIRE, "1") if member is not None else "1"
-        return min(int(tag), codec.VERSION) if tag.isdigit() else 1
+        return min(member.version(TAG_WIRE), codec.VERSION) if member is not None else 1
 
     def _set_tags(self, tags: dict[str, str]) -> None:
         self.tags = tags

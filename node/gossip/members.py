@@ -31,6 +31,12 @@ class Member:
     weight: int = 1
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    def version(self, tag: str) -> int:
+        """The version number the member announces in ``tag``; 1 when it announces none
+        (or nothing readable): software from before the tag existed."""
+        value = self.tags.get(tag, "")
+        return int(value) if value.isascii() and value.isdigit() else 1
+
     def to_json(self) -> dict[str, object]:
         return {"node_id": self.node_id, "http": self.http_addr, "gossip": self.gossip_addr,
                 "state": self.state.value, "incarnation": self.incarnation,
