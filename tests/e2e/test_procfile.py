@@ -126,6 +126,19 @@ class LocalCluster:
     def log(self) -> str:
         return (self.directory / "honcho.log").read_text(errors="replace")
 
+    def wait_formed(self, what: str) -> float:
+        """Wait until the three nodes serve, see each other and name one coordinator;
+        the seconds it took."""
+        nodes = [self.node(name) for name in NAMES]
+
+        def formed() -> bool:
+            views = [health(node) for node in nodes]
+            return (all(v.get("status") == "ok" and v.get("members") == 3 for v in views)
+                    and len({v.get("coordinator") for v in views}) == 1
+                    and views[0]["coordinator"] in NAMES)
+
+        return wait_for(what, formed, 45.0, interval_s=0.1, detail=self.log)
+
 
 def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting for its parent is not)."""
@@ -186,15 +199,8 @@ def test_run_forms_a_cluster_that_serves_the_readme_quick_start(
     if shutil.which("curl") is None:
         pytest.skip("the README's quick start uses curl, which is not installed")
     nodes = [local_cluster.node(name) for name in NAMES]
-
-    def formed() -> bool:
-        views = [health(node) for node in nodes]
-        return (all(v.get("status") == "ok" and v.get("members") == 3 for v in views)
-                and len({v.get("coordinator") for v in views}) == 1
-                and views[0]["coordinator"] in NAMES)
-
-    took = wait_for("the Procfile's three nodes form one cluster with one coordinator",
-                    formed, 45.0, interval_s=0.1, detail=local_cluster.log)
+    took = local_cluster.wait_formed(
+        "the Procfile's three nodes form one cluster with one coordinator")
     print(f"\nhoncho start -> 3 nodes with one coordinator in {took:.1f} s")
 
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
@@ -230,14 +236,8 @@ def test_run_tls_serves_https_verified_against_its_ca(local_cluster: LocalCluste
     if shutil.which("curl") is None:
         pytest.skip("the README's TLS commands use curl, which is not installed")
     nodes = [local_cluster.node(name) for name in NAMES]
-    def formed() -> bool:
-        views = [health(node) for node in nodes]
-        return (all(v.get("status") == "ok" and v.get("members") == 3 for v in views)
-                and len({v.get("coordinator") for v in views}) == 1
-                and views[0]["coordinator"] in NAMES)
-
-    took = wait_for("the TLS Procfile's three nodes form one cluster with one coordinator",
-                    formed, 45.0, detail=local_cluster.log)
+    took = local_cluster.wait_formed(
+        "the TLS Procfile's three nodes form one cluster with one coordinator")
     print(f"\nhoncho -f Procfile.tls start -> 3 nodes over TLS in {took:.1f} s")
     ca = str(local_cluster.ca)
     token = nodes[0].login(password="admin-dev-password")
