@@ -63,6 +63,7 @@ from node.net.router import StreamRouter
 from node.raft import storage as raft_storage
 from node.raft.bootstrap import TAG_FENCE
 from node.raft.metrics import RaftCollector
+from node.rpc import channel
 from node.rpc.channel import DEFAULT_MAX_FRAME
 from node.rpc.peers import PeerNet
 from node.store.healer import Healer
@@ -75,6 +76,8 @@ DEV_ADMIN_PASSWORD = "admin-dev-password"
 DEV_CLUSTER_KEY = "blobstore-development-cluster-key"
 #: Gossip tag: the metadata command format this node's software reads (``META_FORMAT``).
 TAG_META = "meta"
+#: Gossip tag: the newest inter-node channel version this node speaks (``node.rpc.channel``).
+TAG_RPC = "rpc"
 READY_FILE = "node.ready"
 
 
@@ -155,7 +158,8 @@ class Node:
         # A frame carries at most one chunk (chunk.put / chunk.get) plus a little framing.
         peers = PeerNet(cfg.node_id, transport, self._key, self._gossip_address,
                         accepted_keys=self._accepted_keys,
-                        max_frame_bytes=max(DEFAULT_MAX_FRAME, cfg.chunk_size + 64 * 1024))
+                        max_frame_bytes=max(DEFAULT_MAX_FRAME, cfg.chunk_size + 64 * 1024),
+                        version_of=self._rpc_version)
         metrics = NodeMetrics()
         meta_log = ReplicatedLog(state, db, peers, timeout_s=cfg.meta_timeout_s,
                                  observe_write=metrics.write_latency.observe)
@@ -352,6 +356,11 @@ class Node:
         member = self.gossip.swim.member(node_id) if self.gossip is not None else None
         return member.gossip_addr if member is not None else None
 
+    def _rpc_version(self, node_id: str) -> int:
+        """The channel version the member announces; 1 (every node speaks it) if unknown."""
+        member = self.gossip.swim.member(node_id) if self.gossip is not None else None
+        return member.version(TAG_RPC) if member is not None else 1
+
     async def _enter_transport(self, stack: AsyncExitStack) -> Transport:
         """Bind gossip's UDP and TCP port for the life of ``stack``; a bad address or a
         port in use is a start-up error, like any other bad setting."""
@@ -397,7 +406,7 @@ class Node:
                 seeds.append(await resolve_address(str(seed)))
             except (TransportError, ValueError) as exc:
                 raise ConfigError(f"setting join: {exc}") from None
-        own = {TAG_META: str(c.META_FORMAT)}
+        own = {TAG_META: str(c.META_FORMAT), TAG_RPC: str(channel.VERSION)}
         me = MemberMeta(cfg.node_id, transport.address, http_url.split("://", 1)[-1],
                         zone=cfg.zone, weight=cfg.weight,
                         tags=MappingProxyType({**coordinator.tags, **own}))

@@ -10,13 +10,28 @@ contribute a fresh nonce::
     client -> server   MAC(k, "client" | cn | sn | client id)
 
 ``k`` is ``HMAC(cluster_key, "blobstore rpc v1")``. The session key is
-``HMAC(k, cn | sn)``; every frame after the handshake is::
+``HMAC(k, cn | sn)``; every frame after the handshake is, in version 1::
 
     length u32 | body | MAC16(session, direction | sequence u64 | body)
+
+and in version 2::
+
+    length u32 | payload length u32 | body |
+        MAC16(session, direction | sequence u64 | payload length u32 | body) | payload
 
 so a frame cannot be altered, replayed, reordered, reflected back to its
 sender, or replayed into another connection. A peer without the key learns
 nothing but the server's nonce, and its connection is closed.
+
+The payload of a version 2 frame (a chunk's bytes) is outside the MAC: MAC'ing
+it cost two more hash passes over every copy of every chunk, at the sender and
+at the receiver, although the receiver hashes the bytes anyway to check them
+against the chunk id, which is in the body and so under the MAC. Only callers
+that check a payload that way may take one (``receive_frame``; ``receive``
+refuses it); its length is under the MAC, so a frame without a payload cannot
+be given one. A server speaks both versions; a client uses version 2 only with
+a server that announces it (a gossip tag), so old and new nodes mix during a
+rolling upgrade.
 
 Rotating the cluster key: a server may accept more than one key (its current
 one and ``accepted_keys``), so it must learn which one the client holds before
@@ -44,7 +59,9 @@ import secrets
 import trio
 
 PREFACE = b"BRPC"
-VERSION = 1
+#: The newest frame format (see the module docstring); servers accept all of ``VERSIONS``.
+VERSION = 2
+VERSIONS = (1, 2)
 NONCE_BYTES = 16
 #: The last bytes of a client nonce: which key the client uses (see the module docstring).
 HINT_BYTES = 4
@@ -113,15 +130,18 @@ class _Buffered:
     async def _large(self, size: int) -> bytes:
         """A chunk-sized read: received straight into its own buffer, one copy in all."""
         out = bytearray(size)
-        view = memoryview(out)
-        filled = len(self.buffer)
-        view[:filled] = self.buffer
-        self.buffer.clear()
-        while filled < size:
-            data = await self._some(size - filled)
+        await self.into(memoryview(out))
+        return out  # type: ignore[return-value]  # bytes-like; callers only slice and hash
+
+    async def into(self, view: memoryview) -> None:
+        """Fill ``view`` exactly: what is buffered first, then straight from the stream."""
+        filled = min(len(self.buffer), len(view))
+        view[:filled] = self.buffer[:filled]
+        del self.buffer[:filled]
+        while filled < len(view):
+            data = await self._some(len(view) - filled)
             view[filled:filled + len(data)] = data
             filled += len(data)
-        return out  # type: ignore[return-value]  # bytes-like; callers only slice and hash
 
     async def _some(self, max_bytes: int) -> bytes | bytearray:
         try:
@@ -137,9 +157,11 @@ class Channel:
     """One authenticated, ordered, bidirectional frame stream with a known peer."""
 
     def __init__(self, stream: trio.abc.Stream, reader: _Buffered, session: bytes,
-                 peer: str, *, initiator: bool, max_frame_bytes: int) -> None:
+                 peer: str, *, initiator: bool, max_frame_bytes: int,
+                 version: int = VERSION) -> None:
         self.stream = stream
         self.peer = peer
+        self.version = version
         self._reader = reader
         self._session = session
         self._out_dir, self._in_dir = (b"c", b"s") if initiator else (b"s", b"c")
@@ -148,28 +170,51 @@ class Channel:
         self._max = max_frame_bytes
         self._send_lock = trio.Lock()
 
-    async def send(self, *parts: Buffer) -> None:
-        """One frame: the parts, concatenated (a chunk is passed as a part of its own, so
-        it is never copied into a frame buffer)."""
+    async def send(self, *parts: Buffer, payload: Buffer = b"") -> None:
+        """One frame: the parts, concatenated, then ``payload``, which a version 2 channel
+        leaves outside the MAC (the receiver must check it; see the module docstring).
+        Nothing is joined into a frame buffer when the frame is large: a chunk goes out of
+        its own buffer."""
+        if self.version < 2 and payload:
+            parts, payload = (*parts, payload), b""
         size = sum(len(part) for part in parts)
-        if size > self._max:
-            raise ValueError(f"frame of {size} bytes exceeds {self._max}")
+        if size + len(payload) > self._max:
+            raise ValueError(f"frame of {size + len(payload)} bytes exceeds {self._max}")
         async with self._send_lock:
-            mac = _mac(self._session, self._out_dir, self._sent.to_bytes(8, "big"), *parts)
+            sequence = self._sent.to_bytes(8, "big")
+            if self.version < 2:
+                head = size.to_bytes(4, "big")
+                mac = _mac(self._session, self._out_dir, sequence, *parts)
+            else:
+                payload_size = len(payload).to_bytes(4, "big")
+                head = size.to_bytes(4, "big") + payload_size
+                mac = _mac(self._session, self._out_dir, sequence, payload_size, *parts)
             self._sent += 1
-            head = size.to_bytes(4, "big")
             try:
-                if size < COPY_BELOW:  # one write for small frames
-                    await self.stream.send_all(b"".join((head, *parts, mac)))
+                if size + len(payload) < COPY_BELOW:  # one write for small frames
+                    await self.stream.send_all(b"".join((head, *parts, mac, payload)))
                 else:  # a chunk: a write per part rather than one more copy of megabytes
-                    for part in (head, *parts, mac):
+                    for part in (head, *parts, mac, payload):
                         if part:
                             await self.stream.send_all(part)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ChannelError("the stream broke") from exc
 
     async def receive(self) -> bytes | None:
-        """The next frame, or None when the peer closed the channel between frames."""
+        """The next frame, or None when the peer closed the channel between frames; a frame
+        with a payload outside the MAC is a ChannelError here (see ``receive_frame``)."""
+        received = await self.receive_frame()
+        if received is None:
+            return None
+        frame, authenticated = received
+        if authenticated != len(frame):
+            raise ChannelError("a frame carried bytes outside the MAC")
+        return frame
+
+    async def receive_frame(self) -> tuple[bytes, int] | None:
+        """The next frame (its body and payload in one buffer) and the length of its
+        authenticated part, the body; None when the peer closed the channel between frames.
+        The caller must check the rest, the payload, itself."""
         if not self._reader.buffer:
             try:
                 data = await self.stream.receive_some(65536)
@@ -178,31 +223,49 @@ class Channel:
             if not data:
                 return None
             self._reader.buffer += data
-        size = int.from_bytes(await self._reader.exactly(4), "big")
-        if size > self._max:
-            raise ChannelError(f"frame of {size} bytes exceeds {self._max}")
-        body = await self._reader.exactly(size)
+        if self.version < 2:
+            size, payload_size = int.from_bytes(await self._reader.exactly(4), "big"), 0
+        else:
+            head = await self._reader.exactly(8)
+            size, payload_size = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+        if size + payload_size > self._max:
+            raise ChannelError(f"frame of {size + payload_size} bytes exceeds {self._max}")
+        if not payload_size:
+            body = frame = await self._reader.exactly(size)
+        else:  # one buffer for both: the handler gets the frame as one piece, unjoined
+            frame = bytearray(size + payload_size)  # type: ignore[assignment]
+            body = memoryview(frame)[:size]  # type: ignore[assignment]
+            await self._reader.into(body)  # type: ignore[arg-type]
         mac = await self._reader.exactly(MAC_BYTES)
-        expected = _mac(self._session, self._in_dir, self._received.to_bytes(8, "big"), body)
+        sequence = self._received.to_bytes(8, "big")
+        expected = (_mac(self._session, self._in_dir, sequence, body) if self.version < 2 else
+                    _mac(self._session, self._in_dir, sequence,
+                         payload_size.to_bytes(4, "big"), body))
         if not hmac.compare_digest(mac, expected):
             raise ChannelError("a frame failed authentication")
         self._received += 1
-        return body
+        if payload_size:  # authenticated so far: only now is the payload worth reading
+            await self._reader.into(memoryview(frame)[size:])
+        return frame, size
 
     async def aclose(self) -> None:
         await self.stream.aclose()
 
 
 async def connect_channel(stream: trio.abc.Stream, cluster_key: bytes, node_id: str, *,
-                          peer: str = "", max_frame_bytes: int = DEFAULT_MAX_FRAME) -> Channel:
-    """Run the client side of the handshake on a freshly opened stream to ``peer``."""
+                          peer: str = "", max_frame_bytes: int = DEFAULT_MAX_FRAME,
+                          version: int = VERSION) -> Channel:
+    """Run the client side of the handshake on a freshly opened stream to ``peer``, in the
+    frame format ``version`` (the newest the server announces)."""
+    if version not in VERSIONS:
+        raise ValueError(f"channel version {version} is not one of {VERSIONS}")
     raw_id = node_id.encode()
     if not 0 < len(raw_id) <= MAX_ID_BYTES:
         raise ValueError("node id must be 1..64 bytes")
     key = _subkey(cluster_key)
     client_nonce = _client_nonce(key)
     try:
-        await stream.send_all(PREFACE + bytes((VERSION, len(raw_id))) + client_nonce + raw_id)
+        await stream.send_all(PREFACE + bytes((version, len(raw_id))) + client_nonce + raw_id)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise ChannelError("the stream broke") from exc
     reader = _Buffered(stream)
@@ -216,16 +279,18 @@ async def connect_channel(stream: trio.abc.Stream, cluster_key: bytes, node_id: 
         raise ChannelError("the stream broke") from exc
     session = hmac.new(key, client_nonce + server_nonce, hashlib.sha256).digest()
     return Channel(stream, reader, session, peer, initiator=True,
-                   max_frame_bytes=max_frame_bytes)
+                   max_frame_bytes=max_frame_bytes, version=version)
 
 
 async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
                          accepted_keys: tuple[bytes, ...] = (), initial: bytes = b"",
-                         max_frame_bytes: int = DEFAULT_MAX_FRAME) -> Channel:
+                         max_frame_bytes: int = DEFAULT_MAX_FRAME,
+                         versions: tuple[int, ...] = VERSIONS) -> Channel:
     """Run the server side of the handshake; ``initial`` is what a router already read.
 
     A client may hold ``cluster_key`` or one of ``accepted_keys`` (a key
-    rotation): its nonce says which (see the module docstring).
+    rotation): its nonce says which (see the module docstring). It may use any frame format
+    of ``versions``.
 
     The channel's ``peer`` is the node id the client proved it may claim (any
     holder of the cluster key may claim any id: the key is the trust boundary).
@@ -233,8 +298,9 @@ async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
     keys = [_subkey(k) for k in (cluster_key, *accepted_keys)]
     reader = _Buffered(stream, initial)
     head = await reader.exactly(len(PREFACE) + 2)
-    if head[:len(PREFACE)] != PREFACE or head[len(PREFACE)] != VERSION:
-        raise ChannelError("not an RPC channel of this version")
+    version = head[len(PREFACE)]
+    if head[:len(PREFACE)] != PREFACE or version not in versions:
+        raise ChannelError("not an RPC channel of a version this node speaks")
     id_size = head[len(PREFACE) + 1]
     if not 0 < id_size <= MAX_ID_BYTES:
         raise ChannelError("bad node id length")
@@ -256,4 +322,4 @@ async def accept_channel(stream: trio.abc.Stream, cluster_key: bytes, *,
         raise ChannelError("node id is not UTF-8") from None
     session = hmac.new(key, client_nonce + server_nonce, hashlib.sha256).digest()
     return Channel(stream, reader, session, peer, initiator=False,
-                   max_frame_bytes=max_frame_bytes)
+                   max_frame_bytes=max_frame_bytes, version=version)

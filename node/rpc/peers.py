@@ -12,6 +12,16 @@ queue: a slow or dead peer drops its own messages (Raft retries by design) and
 never blocks anyone else. Calls wait for their answer with a deadline.
 Inbound channels arrive from the stream router; their frames go to the
 handlers registered per topic.
+
+Payloads: a call's body may end in a payload (a chunk) that a version 2
+channel sends outside its MAC (``node.rpc.channel``). Only a topic whose
+handler checks its payload against its authenticated body (a chunk against
+its id) is registered to take one (``checks_payload``), and only a caller that
+checks the answer that way takes an answer sent as a payload (a topic
+registered ``answers_payload``, a call made with ``checks_answer``); any other
+frame with unauthenticated bytes ends the channel. Outbound channels use the
+newest version the peer announces (``version_of``); one that the peer has since
+outgrown takes no more frames and closes once no call waits on it.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import cast
 import trio
 
 from node.net.transport import Transport, TransportError
-from node.rpc.channel import (DEFAULT_MAX_FRAME, Buffer, Channel, ChannelError,
+from node.rpc.channel import (DEFAULT_MAX_FRAME, VERSION, Buffer, Channel, ChannelError,
                               accept_channel, connect_channel)
 
 log = logging.getLogger(__name__)
@@ -33,10 +43,10 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[str, bytes], None]
 CallHandler = Callable[[str, bytes], Awaitable[bytes]]
 
-#: A call's body: one buffer, or parts sent one after another without being joined.
-Body = Buffer | tuple[Buffer, ...]
-#: A queued frame: its parts (the first holds the kind, call id and topic).
-Frame = tuple[Buffer, ...]
+#: A queued frame: its parts (the first holds the kind, call id and topic), its payload.
+Frame = tuple[tuple[Buffer, ...], Buffer]
+#: A received frame and the length of its authenticated part.
+Received = tuple[bytes, int]
 
 QUEUE_FRAMES = 1024
 CONNECT_TIMEOUT_S = 2.0
@@ -68,12 +78,17 @@ class _Peer:
     receive: trio.MemoryReceiveChannel[Frame]
     channel: Channel | None = None
     down_until: float = 0.0
-    calls: dict[int, tuple[trio.Event, list[bytes | BaseException]]] = field(
+    calls: dict[int, tuple[trio.Event, list[Received | BaseException]]] = field(
         default_factory=dict)
     #: The channel each call went out on: if it breaks, the answer can never come.
     sent_on: dict[int, Channel] = field(default_factory=dict)
+    #: Replaced channels (outgrown), closed once no call waits on them.
+    retiring: set[Channel] = field(default_factory=set)
 
-    def settle(self, call_id: int, outcome: bytes | BaseException) -> None:
+    def waits_on(self, channel: Channel) -> bool:
+        return any(ch is channel for ch in self.sent_on.values())
+
+    def settle(self, call_id: int, outcome: Received | BaseException) -> None:
         waiting = self.calls.get(call_id)
         self.sent_on.pop(call_id, None)
         if waiting is not None and not waiting[1]:
@@ -91,23 +106,28 @@ def _split_topic(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 1:pos + 1 + size].decode(), pos + 1 + size
 
 
-def _outcome(answer: bytes) -> bytes | CallFailed:
+def _outcome(answer: Received, checks_answer: bool) -> bytes | CallFailed:
     """An answer frame's result (one copy of the body) or its error; only an error's body
-    is text."""
-    body = memoryview(answer)[10:]
-    if answer[9] == 0:
+    is text, and only a caller that checks the answer takes one sent as a payload."""
+    frame, authenticated = answer
+    body = memoryview(frame)[10:]
+    if authenticated < len(frame) and not (checks_answer and frame[9] == 0):
+        return CallFailed("the answer came outside the channel's MAC; it is not checked")
+    if frame[9] == 0:
         return bytes(body)
     text = str(body, errors="replace")
-    return CallRefused(text) if answer[9] == 2 else CallFailed(text)
+    return CallRefused(text) if frame[9] == 2 else CallFailed(text)
 
 
 class PeerNet:
     def __init__(self, node_id: str, transport: Transport, cluster_key: bytes,
                  address_of: Callable[[str], str | None], *,
                  accepted_keys: tuple[bytes, ...] = (),
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME,
+                 version_of: Callable[[str], int] | None = None) -> None:
         """Channels this node opens use ``cluster_key``; those it accepts may use it or
-        one of ``accepted_keys`` (a cluster key rotation)."""
+        one of ``accepted_keys`` (a cluster key rotation). ``version_of`` tells the
+        channel version a peer announces (by default, this node's own)."""
         self.node_id = node_id
         self._transport = transport
         self._key = cluster_key
@@ -118,6 +138,9 @@ class PeerNet:
         self._messages: dict[str, MessageHandler] = {}
         self._calls: dict[str, CallHandler] = {}
         self._raw: set[str] = set()
+        self._checks_payload: set[str] = set()
+        self._answers_payload: set[str] = set()
+        self._version_of = version_of or (lambda peer_id: VERSION)
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self.counters = {"sent": 0, "dropped": 0, "received": 0, "rejected": 0}
@@ -125,12 +148,18 @@ class PeerNet:
     def on_message(self, topic: str, handler: MessageHandler) -> None:
         self._messages[topic] = handler
 
-    def on_call(self, topic: str, handler: CallHandler, *, raw: bool = False) -> None:
+    def on_call(self, topic: str, handler: CallHandler, *, raw: bool = False,
+                checks_payload: bool = False, answers_payload: bool = False) -> None:
         """``raw``: the handler gets a ``memoryview`` of the received frame (no chunk-sized
-        copy; it must copy what it keeps); otherwise it gets ``bytes``."""
+        copy; it must copy what it keeps); otherwise it gets ``bytes``.
+        ``checks_payload``: the handler checks the end of its body against the start (a
+        chunk against its id), so that end may come as a payload outside the MAC.
+        ``answers_payload``: the answer goes as a payload; callers pass ``checks_answer``."""
         self._calls[topic] = handler
-        if raw:
-            self._raw.add(topic)
+        for flag, topics in ((raw, self._raw), (checks_payload, self._checks_payload),
+                             (answers_payload, self._answers_payload)):
+            if flag:
+                topics.add(topic)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -146,21 +175,23 @@ class PeerNet:
 
     def send(self, peer_id: str, topic: str, body: bytes) -> bool:
         """Queue a one-way message; False if it was dropped (peer unknown, down or slow)."""
-        return self._enqueue(peer_id, (b"M" + _topic(topic), body))
+        return self._enqueue(peer_id, ((b"M" + _topic(topic), body), b""))
 
-    async def call(self, peer_id: str, topic: str, body: Body, *, timeout_s: float) -> bytes:
-        """``body`` may be a tuple of parts (a chunk with its header), sent without joining."""
+    async def call(self, peer_id: str, topic: str, body: Buffer, *, timeout_s: float,
+                   payload: Buffer = b"", checks_answer: bool = False) -> bytes:
+        """``payload`` (a chunk) follows ``body`` without being joined to it, outside the
+        MAC if the topic's handler checks it (see the module docstring); ``checks_answer``:
+        the caller checks the answer (a chunk against its id), so it may come that way."""
         call_id = next(self._ids)
         peer = self._peer(peer_id)
         if peer is None:
             raise CallNotSent(f"no address for {peer_id}")
         done = trio.Event()
-        box: list[bytes | BaseException] = []
+        box: list[Received | BaseException] = []
         peer.calls[call_id] = (done, box)
         try:
             head = b"Q" + call_id.to_bytes(8, "big") + _topic(topic)
-            if not self._enqueue(peer_id, (head, *body) if isinstance(body, tuple)
-                                 else (head, body)):
+            if not self._enqueue(peer_id, ((head, body), payload)):
                 raise CallNotSent(f"{peer_id} is unreachable")
             with trio.move_on_after(timeout_s):
                 await done.wait()
@@ -168,7 +199,10 @@ class PeerNet:
                 raise CallFailed(f"{peer_id} did not answer within {timeout_s} s")
             if isinstance(box[0], BaseException):
                 raise box[0]
-            return box[0]
+            outcome = _outcome(box[0], checks_answer)
+            if isinstance(outcome, CallFailed):
+                raise outcome
+            return outcome
         finally:
             peer.calls.pop(call_id, None)
             peer.sent_on.pop(call_id, None)
@@ -203,9 +237,11 @@ class PeerNet:
     async def _sender(self, peer_id: str, peer: _Peer) -> None:
         try:
             async with peer.receive:
-                async for frame in peer.receive:
-                    head = frame[0]
+                async for parts, payload in peer.receive:
+                    head = parts[0]
                     call_id = int.from_bytes(head[1:9], "big") if head[:1] == b"Q" else 0
+                    if peer.channel is not None and self._outgrown(peer, peer.channel):
+                        await self._retire(peer, peer.channel)
                     channel = peer.channel or await self._connect(peer_id, peer)
                     if channel is None:
                         self.counters["dropped"] += 1
@@ -214,7 +250,7 @@ class PeerNet:
                     if call_id:
                         peer.sent_on[call_id] = channel
                     try:
-                        await channel.send(*frame)
+                        await channel.send(*parts, payload=payload)
                         self.counters["sent"] += 1
                     except ChannelError:
                         peer.channel = None
@@ -225,6 +261,19 @@ class PeerNet:
             if peer.channel is not None:
                 await trio.aclose_forcefully(peer.channel.stream)
 
+    def _outgrown(self, peer: _Peer, channel: Channel) -> bool:
+        """The peer announces a newer version than the channel's (an upgrade; or at start,
+        a channel opened before gossip brought the peer's tags)."""
+        return channel.version < min(VERSION, self._version_of(channel.peer))
+
+    async def _retire(self, peer: _Peer, channel: Channel) -> None:
+        """No more frames go out on ``channel``; its answers still come back on it."""
+        peer.channel = None
+        if peer.waits_on(channel):
+            peer.retiring.add(channel)  # ``_read_answers`` closes it when the last is in
+        else:
+            await trio.aclose_forcefully(channel.stream)
+
     async def _connect(self, peer_id: str, peer: _Peer) -> Channel | None:
         if trio.current_time() < peer.down_until:
             return None
@@ -233,8 +282,10 @@ class PeerNet:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 stream = await self._transport.connect(peer.address,
                                                        timeout_s=CONNECT_TIMEOUT_S)
-                channel = await connect_channel(stream, self._key, self.node_id, peer=peer_id,
-                                                max_frame_bytes=self._max_frame)
+                channel = await connect_channel(
+                    stream, self._key, self.node_id, peer=peer_id,
+                    max_frame_bytes=self._max_frame,
+                    version=max(1, min(VERSION, self._version_of(peer_id))))
         except BaseException as exc:  # noqa: BLE001 - cancellation too: never leak the socket
             if stream is not None:
                 await trio.aclose_forcefully(stream)
@@ -252,12 +303,16 @@ class PeerNet:
     async def _read_answers(self, peer: _Peer, channel: Channel) -> None:
         """Our outbound channel carries the answers to our calls back."""
         try:
-            while (frame := await channel.receive()) is not None:
+            while (received := await channel.receive_frame()) is not None:
+                frame = received[0]
                 if frame[:1] == b"A" and len(frame) >= 10:
-                    peer.settle(int.from_bytes(frame[1:9], "big"), _outcome(frame))
+                    peer.settle(int.from_bytes(frame[1:9], "big"), received)
+                if channel in peer.retiring and not peer.waits_on(channel):
+                    break
         except ChannelError:
             pass
         finally:
+            peer.retiring.discard(channel)
             if peer.channel is channel:
                 peer.channel = None
             self._fail_calls_on(peer, channel)
@@ -288,18 +343,23 @@ class PeerNet:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    while (frame := await channel.receive()) is not None:
+                    while (received := await channel.receive_frame()) is not None:
                         self.counters["received"] += 1
-                        self._dispatch(nursery, channel, frame)
+                        self._dispatch(nursery, channel, *received)
                 except (ChannelError, IndexError, UnicodeDecodeError):
                     self.counters["rejected"] += 1
                 nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(channel.stream)
 
-    def _dispatch(self, nursery: trio.Nursery, channel: Channel, frame: bytes) -> None:
+    def _dispatch(self, nursery: trio.Nursery, channel: Channel, frame: bytes,
+                  authenticated: int) -> None:
+        """A ChannelError for bytes outside the MAC that no handler checks (see the module
+        docstring): the peer breaks the protocol, or someone on the path does."""
         kind = frame[:1]
         if kind == b"M":
+            if authenticated < len(frame):
+                raise ChannelError("a message carried bytes outside the MAC")
             topic, pos = _split_topic(frame, 1)
             handler = self._messages.get(topic)
             if handler is not None:
@@ -307,6 +367,9 @@ class PeerNet:
         elif kind == b"Q":
             call_id = frame[1:9]
             topic, pos = _split_topic(frame, 9)
+            if authenticated < len(frame) and (topic not in self._checks_payload or
+                                                authenticated < pos):
+                raise ChannelError(f"a {topic!r} call carried bytes outside the MAC")
             # A raw handler gets a view of the frame: the chunk is not copied again.
             body = memoryview(frame)[pos:] if topic in self._raw else bytes(frame[pos:])
             nursery.start_soon(self._answer, channel, call_id, topic, body)
@@ -318,12 +381,15 @@ class PeerNet:
             if handler is None:
                 raise Refused(f"no handler for {topic!r}")
             # Only handlers registered raw get the memoryview; they are written for it.
-            answer = (b"A" + call_id + b"\x00", await handler(channel.peer, cast(bytes, body)))
+            result = await handler(channel.peer, cast(bytes, body))
+            answer, payload = (((b"A" + call_id + b"\x00",), result)
+                               if topic in self._answers_payload else
+                               ((b"A" + call_id + b"\x00", result), b""))
         except Refused as exc:
-            answer = (b"A" + call_id + b"\x02", str(exc).encode()[:1000])
+            answer, payload = (b"A" + call_id + b"\x02", str(exc).encode()[:1000]), b""
         except Exception as exc:  # noqa: BLE001 - any failure goes back to the caller as text
-            answer = (b"A" + call_id + b"\x01", str(exc).encode()[:1000])
+            answer, payload = (b"A" + call_id + b"\x01", str(exc).encode()[:1000]), b""
         try:
-            await channel.send(*answer)
+            await channel.send(*answer, payload=payload)
         except ChannelError:
             pass

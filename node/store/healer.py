@@ -35,7 +35,7 @@ from node.errors import ChunkUnavailable, InsufficientStorage
 from node.ring.ring import Ring
 from node.rpc.peers import CallFailed, PeerNet, Refused
 from node.store.chunks import DIGEST_SIZE, ChunkStore
-from node.store.replicated import NO_UPLOAD, put_body
+from node.store.replicated import NO_UPLOAD, send_chunk
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,8 @@ class Healer:
         self.in_flight += 1
         try:
             data = await self.local.get(digest)
-            await self._peers.call(node, "chunk.put", put_body(digest, NO_UPLOAD, data),
-                                   timeout_s=self._timeout_s)
+            await send_chunk(self._peers, node, digest, NO_UPLOAD, data,
+                             timeout_s=self._timeout_s)
         except (ChunkUnavailable, CallFailed) as exc:  # ours is bad, or they cannot take it
             self.counters["send_failed"] += 1
             log.debug("healing copy not sent", extra={"peer": node, "why": str(exc)})

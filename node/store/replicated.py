@@ -13,7 +13,9 @@ then the other nodes in preference order, checking every copy's SHA-256; a
 corrupt local copy is quarantined by the local store and the read moves on.
 
 Transfer is one ``chunk.put`` / ``chunk.get`` call per chunk over PeerNet (the
-cluster key authenticates both ends; one connection per peer is reused).
+cluster key authenticates both ends; one connection per peer is reused). The
+chunk's bytes travel as a payload outside the channel's MAC: both ends hash
+them against the chunk id anyway, which is under it.
 
 An upload writes through an ``Upload`` (``upload()``): each copy it places on a
 peer is *held* there against the collector, keyed by this node and the upload's
@@ -50,11 +52,12 @@ UPLOAD_ID_BYTES = 16
 NO_UPLOAD = bytes(UPLOAD_ID_BYTES)
 
 
-def put_body(digest: bytes, upload: bytes,
-             data: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview]:
-    """A ``chunk.put`` call's body: chunk id, upload id (or ``NO_UPLOAD``), bytes; in two
-    parts, so the chunk is sent from the caller's buffer, not copied into a frame."""
-    return digest + upload, data
+async def send_chunk(peers: PeerNet, node: str, digest: bytes, upload: bytes,
+                     data: bytes | bytearray | memoryview, *, timeout_s: float) -> None:
+    """A ``chunk.put`` call: chunk id and upload id (or ``NO_UPLOAD``) under the channel's
+    MAC, the bytes as its payload, sent from the caller's buffer (the receiver checks them
+    against the id)."""
+    await peers.call(node, "chunk.put", digest + upload, payload=data, timeout_s=timeout_s)
 
 
 class Upload:
@@ -93,8 +96,8 @@ class ReplicatedChunks:
                          "handoff_copies": 0, "write_shortfalls": 0, "copies_failed": 0,
                          "read_repairs": 0, "holds_lapsed": 0}
         self._uploads: set[Upload] = set()
-        peers.on_call("chunk.put", self._serve_put, raw=True)
-        peers.on_call("chunk.get", self._serve_get)
+        peers.on_call("chunk.put", self._serve_put, raw=True, checks_payload=True)
+        peers.on_call("chunk.get", self._serve_get, answers_payload=True)
         peers.on_call("chunk.renew", self._serve_renew)
 
     # -- writing ---------------------------------------------------------------------------
@@ -176,10 +179,9 @@ class ReplicatedChunks:
             else:
                 if upload is not None:
                     upload.peers.add(node)  # before the call: a hold may land even if it fails
-                await self._peers.call(
-                    node, "chunk.put", put_body(digest, NO_UPLOAD if upload is None
-                                                else upload.id, data),
-                    timeout_s=self._timeout_s)
+                await send_chunk(self._peers, node, digest,
+                                 NO_UPLOAD if upload is None else upload.id, data,
+                                 timeout_s=self._timeout_s)
                 self.counters["copies_sent"] += 1
         except (CallFailed, InsufficientStorage, OSError) as exc:
             errors.append(exc)
@@ -202,7 +204,7 @@ class ReplicatedChunks:
             if node == self.node_id:
                 continue
             try:
-                data = await self._peers.call(node, "chunk.get", digest,
+                data = await self._peers.call(node, "chunk.get", digest, checks_answer=True,
                                               timeout_s=self._timeout_s)
             except CallFailed:
                 continue

@@ -216,3 +216,48 @@ async def test_a_node_whose_disk_was_replaced_gets_its_copies_back_at_once(
               f"{epoch} -> {first.services.ring.epoch})")
         assert back.services.chunk_io.counters["read_repairs"] == 0  # nobody read them
         assert await get(back, headers, "wipe", "x.bin") == data
+
+
+async def test_a_chunk_altered_on_the_wire_is_refused_and_never_stored(
+        tmp_path: Path) -> None:
+    """A chunk's bytes travel outside the channel's MAC (``node.rpc.channel``); what guards
+    them is this check against the chunk id, which travels under it."""
+    import pytest
+
+    from node.rpc.peers import Refused
+    from node.store.replicated import NO_UPLOAD
+    async with cluster(tmp_path) as c:
+        await started(c, 1, "docs")
+        n1 = c.nodes["n1"]
+        data = os.urandom(CHUNK)
+        digest = hashlib.sha256(data).digest()
+        altered = bytearray(data)
+        altered[1234] ^= 0x40
+        frame = memoryview(digest + NO_UPLOAD + bytes(altered))
+        with pytest.raises(Refused, match="does not match"):
+            await n1.services.chunk_io._serve_put("n2", frame)
+        assert not n1.services.chunks.path_for(digest).exists()
+        await n1.services.chunk_io._serve_put("n2", memoryview(digest + NO_UPLOAD + data))
+        assert n1.services.chunks.path_for(digest).exists()
+
+
+async def test_a_peer_answering_with_wrong_bytes_is_read_around(tmp_path: Path) -> None:
+    """``chunk.get`` answers also travel outside the MAC: the reader checks them."""
+    async with cluster(tmp_path) as c:
+        first, headers = await started(c, 3, "docs")
+        data = os.urandom(CHUNK)
+        assert (await first.put_blob("docs", "a.bin", data, headers)).status_code == 201
+        digest = hashlib.sha256(data).digest()
+        first.services.chunks.path_for(digest).unlink()  # n1 must ask its peers
+        real = {name: c.nodes[name].services.chunks.get for name in ("n2", "n3")}
+
+        async def lying(digest: bytes) -> bytes:
+            return b"\0" + (await real["n2"](digest))[1:]
+        for name in ("n2", "n3"):
+            c.nodes[name].services.chunks.get = lying
+        answer = await first.client.get("/get_data?container=docs&blob=a.bin", headers=headers)
+        assert answer.status_code == 503 and await answer.get_data() != data
+        assert not first.services.chunks.path_for(digest).exists()  # nothing bad repaired
+        c.nodes["n3"].services.chunks.get = real["n3"]
+        assert await get(first, headers, "docs", "a.bin") == data
+        assert first.services.chunks.path_for(digest).exists()  # the good copy repaired

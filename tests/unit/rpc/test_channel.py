@@ -7,7 +7,8 @@ import pytest
 import trio
 import trio.testing
 
-from node.rpc.channel import Channel, ChannelError, _mac, accept_channel, connect_channel
+from node.rpc.channel import (DEFAULT_MAX_FRAME, VERSION, Channel, ChannelError, _mac,
+                              accept_channel, connect_channel)
 
 KEY = b"cluster-key-0123456789"
 
@@ -99,7 +100,7 @@ async def test_an_altered_frame_is_rejected() -> None:
     await c.send(b"hello")
     assert await s.receive() == b"hello"
     frame = bytearray(sent[-1])
-    frame[5] ^= 1  # one bit of the body
+    frame[9] ^= 1  # one bit of the body (after the length and the payload length)
     forged = bytes(frame)
     # The sequence number moved on, so even an unaltered copy would fail; alter the next one.
     await c.send(b"hello")
@@ -128,17 +129,95 @@ async def test_a_frame_reflected_to_its_sender_is_rejected() -> None:
         _mac(s._session, b"c", (0).to_bytes(8, "big"), body)
 
 
-async def test_a_frame_over_the_limit_is_refused_before_it_is_read() -> None:
+async def connected(*, max_frame_bytes: int = DEFAULT_MAX_FRAME, version: int = VERSION
+                    ) -> tuple[Channel, Channel, trio.abc.Stream]:
+    """A client channel, its server channel, and the client's raw stream."""
     a, b = trio.testing.memory_stream_pair()
     out: dict[str, Channel] = {}
     async with trio.open_nursery() as nursery:
         async def server() -> None:
-            out["s"] = await accept_channel(b, KEY, max_frame_bytes=1024)
+            out["s"] = await accept_channel(b, KEY, max_frame_bytes=max_frame_bytes)
         nursery.start_soon(server)
-        out["c"] = await connect_channel(a, KEY, "n1")
-    await a.send_all((10**9).to_bytes(4, "big"))
-    with pytest.raises(ChannelError):
-        await out["s"].receive()
+        out["c"] = await connect_channel(a, KEY, "n1", version=version)
+    return out["c"], out["s"], a
+
+
+@pytest.mark.parametrize("body, payload", [(10**9, 0), (10, 1020)], ids=["body", "payload"])
+async def test_a_frame_over_the_limit_is_refused_before_it_is_read(body: int,
+                                                                   payload: int) -> None:
+    _, s, raw = await connected(max_frame_bytes=1024)
+    await raw.send_all(body.to_bytes(4, "big") + payload.to_bytes(4, "big"))
+    with pytest.raises(ChannelError, match="exceeds"):
+        await s.receive_frame()
+
+
+# -- payloads outside the MAC (version 2) ------------------------------------------------
+
+@pytest.mark.parametrize("size", [100, 1 << 20])
+async def test_a_payload_arrives_after_its_body_in_one_buffer(size: int) -> None:
+    c, s, _, _ = await recorded_pair()
+    payload = bytes(range(256)) * (size // 256)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: c.send(b"Q", b"head", payload=memoryview(payload)))
+        received = await s.receive_frame()
+    assert received is not None
+    frame, authenticated = received
+    assert bytes(frame) == b"Qhead" + payload and authenticated == 5
+
+
+async def test_receive_refuses_a_frame_with_a_payload() -> None:
+    """Only a caller that checks the payload itself may take one."""
+    c, s, _, _ = await recorded_pair()
+    await c.send(b"head", payload=b"unchecked bytes")
+    with pytest.raises(ChannelError, match="outside the MAC"):
+        await s.receive()
+
+
+async def test_the_payload_is_not_authenticated_but_its_length_is() -> None:
+    c, s, _, raw_send = await recorded_pair()
+    captured: list[bytes] = []
+
+    async def capture(data: bytes | bytearray | memoryview) -> None:
+        captured.append(bytes(data))  # the attacker holds the frame and sends it altered
+    c.stream.send_all = capture  # type: ignore[method-assign]
+    await c.send(b"chunk id", payload=b"chunk bytes")
+    wire = bytearray(b"".join(captured))
+    wire[-1] ^= 0x20  # the payload: the channel lets it through; the chunk's hash will not
+    await raw_send(bytes(wire))  # type: ignore[operator]
+    received = await s.receive_frame()
+    assert received is not None and bytes(received[0]) == b"chunk idchunk byteS" and \
+        received[1] == len(b"chunk id")
+    captured.clear()
+    await c.send(b"chunk id", payload=b"chunk bytes")
+    wire = bytearray(b"".join(captured))
+    wire[7] += 1  # the payload length: under the MAC
+    await raw_send(bytes(wire))  # type: ignore[operator]
+    with pytest.raises(ChannelError, match="authentication"):
+        await s.receive_frame()
+
+
+async def test_a_version_1_client_sends_its_payload_under_the_mac() -> None:
+    """A node of an earlier version (or one talking to such a server) MACs everything; a
+    server speaks both versions."""
+    c, s, _ = await connected(version=1)
+    assert c.version == s.version == 1
+    await c.send(b"head", payload=b"bytes")
+    assert await s.receive() == b"headbytes"
+    await s.send(b"answer", payload=b"chunk")
+    assert await c.receive_frame() == (b"answerchunk", len(b"answerchunk"))
+
+
+async def test_a_server_of_version_1_refuses_a_version_2_client() -> None:
+    """Why clients wait for a server to announce version 2 before using it."""
+    a, b = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        async def client() -> None:
+            with pytest.raises(ChannelError):
+                await connect_channel(a, KEY, "n1")
+        nursery.start_soon(client)
+        with pytest.raises(ChannelError, match="version"):
+            await accept_channel(b, KEY, versions=(1,))
+        await b.aclose()
 
 
 async def test_garbage_instead_of_a_handshake_is_refused() -> None:

@@ -150,3 +150,112 @@ async def test_calls_cross_a_key_rotation_both_ways(
         await trio.testing.wait_all_tasks_blocked()
         assert nets["a"].counters["rejected"] >= 1
         nursery.cancel_scope.cancel()
+
+
+# -- payloads outside the MAC, and channel versions ---------------------------------------
+
+async def _pair(net: MemoryNetwork, nursery: trio.Nursery,
+                version_of: dict[str, int] | None = None) -> dict[str, PeerNet]:
+    nets = {}
+    for name in ("a", "b"):
+        transport = net.transport(ADDRESS[name])
+        nets[name] = PeerNet(name, transport, b"k" * 20, ADDRESS.get,
+                             version_of=None if version_of is None else version_of.__getitem__)
+        await nursery.start(nets[name].run)
+        await nursery.start(StreamRouter(transport).run, nets[name].serve)
+    return nets
+
+
+async def test_payloads_go_only_where_they_are_checked(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """A payload (a chunk) reaches a handler registered to check it; an answer sent as a
+    payload reaches only a caller that checks it."""
+    net = MemoryNetwork(random.Random(5))
+    chunk = bytes(range(256)) * 1024
+
+    async def store(peer: str, body: bytes) -> bytes:
+        return b"ok" if bytes(body[:4]) == b"head" and bytes(body[4:]) == chunk else b"bad"
+
+    async def fetch(peer: str, body: bytes) -> bytes:
+        return chunk
+
+    async with trio.open_nursery() as nursery:
+        nets = await _pair(net, nursery)
+        nets["b"].on_call("store", store, raw=True, checks_payload=True)
+        nets["b"].on_call("fetch", fetch, answers_payload=True)
+        assert await nets["a"].call("b", "store", b"head", payload=chunk, timeout_s=5) == b"ok"
+        assert await nets["a"].call("b", "fetch", b"", checks_answer=True,
+                                    timeout_s=5) == chunk
+        with pytest.raises(CallFailed, match="outside the channel's MAC"):
+            await nets["a"].call("b", "fetch", b"", timeout_s=5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_payload_for_a_handler_that_does_not_check_it_ends_the_channel(
+        autojump_clock: trio.testing.MockClock) -> None:
+    net = MemoryNetwork(random.Random(6))
+    ran: list[bytes] = []
+
+    async def echo(peer: str, body: bytes) -> bytes:
+        ran.append(body)
+        return body
+
+    async with trio.open_nursery() as nursery:
+        nets = await _pair(net, nursery)
+        nets["b"].on_call("echo", echo)
+        with pytest.raises(CallFailed):
+            await nets["a"].call("b", "echo", b"head", payload=b"unchecked", timeout_s=5)
+        assert ran == [] and nets["b"].counters["rejected"] == 1
+        assert await nets["a"].call("b", "echo", b"again", timeout_s=5) == b"again"
+        nursery.cancel_scope.cancel()
+
+
+async def test_channels_use_the_version_the_peer_announces(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that announces version 1 (an older node, which refuses version 2) gets
+    version 1 channels, payloads under the MAC. Once it announces version 2, new calls go
+    on a version 2 channel at once, while a call already sent on the old one still gets
+    its answer there; then the old one closes."""
+    import functools
+
+    import node.rpc.peers as peers_module
+    from node.rpc import channel
+    net = MemoryNetwork(random.Random(7))
+    versions = {"a": 2, "b": 1}
+    monkeypatch.setattr(peers_module, "accept_channel",
+                        functools.partial(channel.accept_channel, versions=(1,)))
+    release = trio.Event()
+
+    async def store(peer: str, body: bytes) -> bytes:
+        if bytes(body[:4]) == b"slow":
+            await release.wait()
+        return bytes(body[4:])
+
+    async with trio.open_nursery() as nursery:
+        nets = await _pair(net, nursery, versions)
+        nets["b"].on_call("store", store, raw=True, checks_payload=True)
+        assert await nets["a"].call("b", "store", b"head", payload=b"data",
+                                    timeout_s=5) == b"data"
+        peer = nets["a"]._peers["b"]
+        first = peer.channel
+        assert first is not None and first.version == 1
+        slow: list[bytes] = []
+
+        async def slow_call() -> None:
+            slow.append(await nets["a"].call("b", "store", b"slow", payload=b"late",
+                                             timeout_s=30))
+        nursery.start_soon(slow_call)
+        await trio.testing.wait_all_tasks_blocked()
+        monkeypatch.setattr(peers_module, "accept_channel", channel.accept_channel)
+        versions["b"] = 2  # upgraded, and gossip says so
+        assert await nets["a"].call("b", "store", b"head", payload=b"more",
+                                    timeout_s=5) == b"more"
+        second = peer.channel
+        assert second is not None and second is not first and second.version == 2
+        assert peer.retiring == {first}
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert slow == [b"late"] and peer.retiring == set()
+        with pytest.raises(trio.ClosedResourceError):
+            await first.stream.send_all(b"x")
+        nursery.cancel_scope.cancel()

@@ -24,15 +24,13 @@ class FakePeers:
         self.net = net
         self.handlers: dict[str, object] = {}
 
-    def on_call(self, topic: str, handler: object) -> None:
+    def on_call(self, topic: str, handler: object, **flags: bool) -> None:
         self.handlers[topic] = handler
 
-    async def call(self, peer_id: str, topic: str, body: bytes | tuple[bytes, ...], *,
-                   timeout_s: float) -> bytes:
+    async def call(self, peer_id: str, topic: str, body: bytes, *, timeout_s: float,
+                   payload: bytes = b"", checks_answer: bool = False) -> bytes:
         if peer_id in self.net.down:
             raise CallFailed(f"{peer_id} is down")
-        if isinstance(body, tuple):  # a body in parts (PeerNet sends them without joining)
-            body = b"".join(bytes(part) for part in body)
         if topic == "chunk.put":
             digest = body[:32]
             await self.net.stores[peer_id].put(digest, self.net.known[digest])
