@@ -84,13 +84,23 @@ class _Peer:
     sent_on: dict[int, Channel] = field(default_factory=dict)
     #: Replaced channels (outgrown), closed once no call waits on them.
     retiring: set[Channel] = field(default_factory=set)
+    #: The task reading each outbound channel's answers; cancelling it closes the channel.
+    readers: dict[Channel, trio.CancelScope] = field(default_factory=dict)
 
     def waits_on(self, channel: Channel) -> bool:
         return any(ch is channel for ch in self.sent_on.values())
 
+    def close_drained(self) -> None:
+        """Close the replaced channels no call waits on any more (answered or given up)."""
+        for channel in [ch for ch in self.retiring if not self.waits_on(ch)]:
+            self.retiring.discard(channel)
+            if (reader := self.readers.get(channel)) is not None:
+                reader.cancel()
+
     def settle(self, call_id: int, outcome: Received | BaseException) -> None:
         waiting = self.calls.get(call_id)
         self.sent_on.pop(call_id, None)
+        self.close_drained()
         if waiting is not None and not waiting[1]:
             waiting[1].append(outcome)
             waiting[0].set()
@@ -206,6 +216,7 @@ class PeerNet:
         finally:
             peer.calls.pop(call_id, None)
             peer.sent_on.pop(call_id, None)
+            peer.close_drained()
 
     def _peer(self, peer_id: str) -> _Peer | None:
         peer = self._peers.get(peer_id)
@@ -241,7 +252,7 @@ class PeerNet:
                     head = parts[0]
                     call_id = int.from_bytes(head[1:9], "big") if head[:1] == b"Q" else 0
                     if peer.channel is not None and self._outgrown(peer, peer.channel):
-                        await self._retire(peer, peer.channel)
+                        self._retire(peer, peer.channel)
                     channel = peer.channel or await self._connect(peer_id, peer)
                     if channel is None:
                         self.counters["dropped"] += 1
@@ -266,13 +277,12 @@ class PeerNet:
         a channel opened before gossip brought the peer's tags)."""
         return channel.version < min(VERSION, self._version_of(channel.peer))
 
-    async def _retire(self, peer: _Peer, channel: Channel) -> None:
+    @staticmethod
+    def _retire(peer: _Peer, channel: Channel) -> None:
         """No more frames go out on ``channel``; its answers still come back on it."""
         peer.channel = None
-        if peer.waits_on(channel):
-            peer.retiring.add(channel)  # ``_read_answers`` closes it when the last is in
-        else:
-            await trio.aclose_forcefully(channel.stream)
+        peer.retiring.add(channel)
+        peer.close_drained()
 
     async def _connect(self, peer_id: str, peer: _Peer) -> Channel | None:
         if trio.current_time() < peer.down_until:
@@ -296,6 +306,7 @@ class PeerNet:
             peer.down_until = trio.current_time() + RECONNECT_BACKOFF_S
             return None
         peer.channel = channel
+        peer.readers[channel] = trio.CancelScope()  # may be cancelled before it is entered
         assert self._nursery is not None
         self._nursery.start_soon(self._read_answers, peer, channel)
         return channel
@@ -303,15 +314,15 @@ class PeerNet:
     async def _read_answers(self, peer: _Peer, channel: Channel) -> None:
         """Our outbound channel carries the answers to our calls back."""
         try:
-            while (received := await channel.receive_frame()) is not None:
-                frame = received[0]
-                if frame[:1] == b"A" and len(frame) >= 10:
-                    peer.settle(int.from_bytes(frame[1:9], "big"), received)
-                if channel in peer.retiring and not peer.waits_on(channel):
-                    break
+            with peer.readers[channel]:
+                while (received := await channel.receive_frame()) is not None:
+                    frame = received[0]
+                    if frame[:1] == b"A" and len(frame) >= 10:
+                        peer.settle(int.from_bytes(frame[1:9], "big"), received)
         except ChannelError:
             pass
         finally:
+            del peer.readers[channel]
             peer.retiring.discard(channel)
             if peer.channel is channel:
                 peer.channel = None

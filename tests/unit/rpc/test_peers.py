@@ -259,3 +259,45 @@ async def test_channels_use_the_version_the_peer_announces(
         with pytest.raises(trio.ClosedResourceError):
             await first.stream.send_all(b"x")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_replaced_channel_closes_when_its_last_call_is_given_up(
+        autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    import node.rpc.peers as peers_module
+    from node.rpc import channel
+    net = MemoryNetwork(random.Random(8))
+    versions = {"a": 2, "b": 1}
+    monkeypatch.setattr(peers_module, "accept_channel",
+                        functools.partial(channel.accept_channel, versions=(1,)))
+
+    async def hangs(peer: str, body: bytes) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with trio.open_nursery() as nursery:
+        nets = await _pair(net, nursery, versions)
+        nets["b"].on_call("hangs", hangs)
+
+        async def echo(peer: str, body: bytes) -> bytes:
+            return body
+        nets["b"].on_call("echo", echo)
+
+        async def given_up() -> None:
+            with pytest.raises(CallFailed, match="did not answer"):
+                await nets["a"].call("b", "hangs", b"", timeout_s=30)
+        nursery.start_soon(given_up)
+        await trio.testing.wait_all_tasks_blocked()
+        peer = nets["a"]._peers["b"]
+        old = peer.channel
+        assert old is not None and old.version == 1
+        monkeypatch.setattr(peers_module, "accept_channel", channel.accept_channel)
+        versions["b"] = 2
+        await nets["a"].call("b", "echo", b"x", timeout_s=5)
+        assert peer.retiring == {old} and peer.channel is not old
+        await trio.sleep(31)
+        assert peer.retiring == set() and old not in peer.readers
+        with pytest.raises(trio.ClosedResourceError):
+            await old.stream.send_all(b"x")
+        nursery.cancel_scope.cancel()
