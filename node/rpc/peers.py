@@ -251,7 +251,7 @@ class PeerNet:
                 async for parts, payload in peer.receive:
                     head = parts[0]
                     call_id = int.from_bytes(head[1:9], "big") if head[:1] == b"Q" else 0
-                    if peer.channel is not None and self._outgrown(peer, peer.channel):
+                    if peer.channel is not None and self._outgrown(peer.channel):
                         self._retire(peer, peer.channel)
                     channel = peer.channel or await self._connect(peer_id, peer)
                     if channel is None:
@@ -272,7 +272,7 @@ class PeerNet:
             if peer.channel is not None:
                 await trio.aclose_forcefully(peer.channel.stream)
 
-    def _outgrown(self, peer: _Peer, channel: Channel) -> bool:
+    def _outgrown(self, channel: Channel) -> bool:
         """The peer announces a newer version than the channel's (an upgrade; or at start,
         a channel opened before gossip brought the peer's tags)."""
         return channel.version < min(VERSION, self._version_of(channel.peer))
