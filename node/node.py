@@ -352,13 +352,16 @@ class Node:
         svc.metrics.registry.register(RaftCollector(lambda: coordinator.driver))
         return coordinator
 
+    def _member(self, node_id: str) -> Member | None:
+        return self.gossip.swim.member(node_id) if self.gossip is not None else None
+
     def _gossip_address(self, node_id: str) -> str | None:
-        member = self.gossip.swim.member(node_id) if self.gossip is not None else None
+        member = self._member(node_id)
         return member.gossip_addr if member is not None else None
 
     def _rpc_version(self, node_id: str) -> int:
         """The channel version the member announces; 1 (every node speaks it) if unknown."""
-        member = self.gossip.swim.member(node_id) if self.gossip is not None else None
+        member = self._member(node_id)
         return member.version(TAG_RPC) if member is not None else 1
 
     async def _enter_transport(self, stack: AsyncExitStack) -> Transport:

@@ -162,6 +162,7 @@ class Channel:
         self.stream = stream
         self.peer = peer
         self.version = version
+        self._head_bytes = len(self._lengths(0, 0))
         self._reader = reader
         self._session = session
         self._out_dir, self._in_dir = (b"c", b"s") if initiator else (b"s", b"c")
@@ -181,14 +182,9 @@ class Channel:
         if size + len(payload) > self._max:
             raise ValueError(f"frame of {size + len(payload)} bytes exceeds {self._max}")
         async with self._send_lock:
-            sequence = self._sent.to_bytes(8, "big")
-            if self.version < 2:
-                head = size.to_bytes(4, "big")
-                mac = _mac(self._session, self._out_dir, sequence, *parts)
-            else:
-                payload_size = len(payload).to_bytes(4, "big")
-                head = size.to_bytes(4, "big") + payload_size
-                mac = _mac(self._session, self._out_dir, sequence, payload_size, *parts)
+            head = self._lengths(size, len(payload))
+            mac = _mac(self._session, self._out_dir, self._sent.to_bytes(8, "big"),
+                       head[4:], *parts)  # the payload length, if the version has one
             self._sent += 1
             try:
                 if size + len(payload) < COPY_BELOW:  # one write for small frames
@@ -223,11 +219,8 @@ class Channel:
             if not data:
                 return None
             self._reader.buffer += data
-        if self.version < 2:
-            size, payload_size = int.from_bytes(await self._reader.exactly(4), "big"), 0
-        else:
-            head = await self._reader.exactly(8)
-            size, payload_size = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+        lengths = await self._reader.exactly(self._head_bytes)
+        size, payload_size = int.from_bytes(lengths[:4], "big"), int.from_bytes(lengths[4:], "big")
         if size + payload_size > self._max:
             raise ChannelError(f"frame of {size + payload_size} bytes exceeds {self._max}")
         if not payload_size:
@@ -237,16 +230,20 @@ class Channel:
             body = memoryview(frame)[:size]  # type: ignore[assignment]
             await self._reader.into(body)  # type: ignore[arg-type]
         mac = await self._reader.exactly(MAC_BYTES)
-        sequence = self._received.to_bytes(8, "big")
-        expected = (_mac(self._session, self._in_dir, sequence, body) if self.version < 2 else
-                    _mac(self._session, self._in_dir, sequence,
-                         payload_size.to_bytes(4, "big"), body))
+        expected = _mac(self._session, self._in_dir, self._received.to_bytes(8, "big"),
+                        lengths[4:], body)
         if not hmac.compare_digest(mac, expected):
             raise ChannelError("a frame failed authentication")
         self._received += 1
         if payload_size:  # authenticated so far: only now is the payload worth reading
             await self._reader.into(memoryview(frame)[size:])
         return frame, size
+
+    def _lengths(self, size: int, payload_size: int) -> bytes:
+        """A frame's leading length fields: the body's, then (version 2) the payload's."""
+        if self.version < 2:
+            return size.to_bytes(4, "big")
+        return size.to_bytes(4, "big") + payload_size.to_bytes(4, "big")
 
     async def aclose(self) -> None:
         await self.stream.aclose()

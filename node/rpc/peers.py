@@ -100,7 +100,6 @@ class _Peer:
     def settle(self, call_id: int, outcome: Received | BaseException) -> None:
         waiting = self.calls.get(call_id)
         self.sent_on.pop(call_id, None)
-        self.close_drained()
         if waiting is not None and not waiting[1]:
             waiting[1].append(outcome)
             waiting[0].set()
@@ -272,10 +271,14 @@ class PeerNet:
             if peer.channel is not None:
                 await trio.aclose_forcefully(peer.channel.stream)
 
+    def _version_for(self, peer_id: str) -> int:
+        """The channel version to use with ``peer_id``: the newest both ends speak."""
+        return max(1, min(VERSION, self._version_of(peer_id)))
+
     def _outgrown(self, channel: Channel) -> bool:
         """The peer announces a newer version than the channel's (an upgrade; or at start,
         a channel opened before gossip brought the peer's tags)."""
-        return channel.version < min(VERSION, self._version_of(channel.peer))
+        return channel.version < self._version_for(channel.peer)
 
     @staticmethod
     def _retire(peer: _Peer, channel: Channel) -> None:
@@ -295,7 +298,7 @@ class PeerNet:
                 channel = await connect_channel(
                     stream, self._key, self.node_id, peer=peer_id,
                     max_frame_bytes=self._max_frame,
-                    version=max(1, min(VERSION, self._version_of(peer_id))))
+                    version=self._version_for(peer_id))
         except BaseException as exc:  # noqa: BLE001 - cancellation too: never leak the socket
             if stream is not None:
                 await trio.aclose_forcefully(stream)

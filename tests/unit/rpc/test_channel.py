@@ -76,23 +76,30 @@ async def test_a_peer_without_the_key_is_refused(wrong: str) -> None:
     assert not (isinstance(c, Channel) and isinstance(s, Channel))
 
 
+async def connected(*, max_frame_bytes: int = DEFAULT_MAX_FRAME, version: int = VERSION
+                    ) -> tuple[Channel, Channel, trio.abc.Stream]:
+    """A client channel, its server channel, and the client's raw stream."""
+    a, b = trio.testing.memory_stream_pair()
+    out: dict[str, Channel] = {}
+    async with trio.open_nursery() as nursery:
+        async def server() -> None:
+            out["s"] = await accept_channel(b, KEY, max_frame_bytes=max_frame_bytes)
+        nursery.start_soon(server)
+        out["c"] = await connect_channel(a, KEY, "n1", version=version)
+    return out["c"], out["s"], a
+
+
 async def recorded_pair() -> tuple[Channel, Channel, list[bytes], trio.testing.MemorySendStream]:
     """A connected pair whose client-side writes are recorded (an eavesdropper's view)."""
-    a, b = trio.testing.memory_stream_pair()
+    c, s, raw = await connected()
     sent: list[bytes] = []
-    real_send = a.send_all
+    real_send = raw.send_all
 
     async def recording_send(data: bytes | bytearray | memoryview) -> None:
         sent.append(bytes(data))
         await real_send(data)
-    a.send_all = recording_send  # type: ignore[method-assign]
-    out: dict[str, Channel] = {}
-    async with trio.open_nursery() as nursery:
-        async def server() -> None:
-            out["s"] = await accept_channel(b, KEY)
-        nursery.start_soon(server)
-        out["c"] = await connect_channel(a, KEY, "n1")
-    return out["c"], out["s"], sent, real_send  # type: ignore[return-value]
+    raw.send_all = recording_send  # type: ignore[method-assign]
+    return c, s, sent, real_send  # type: ignore[return-value]
 
 
 async def test_an_altered_frame_is_rejected() -> None:
@@ -127,19 +134,6 @@ async def test_a_frame_reflected_to_its_sender_is_rejected() -> None:
     body = b"from server"
     assert _mac(s._session, b"s", (0).to_bytes(8, "big"), body) != \
         _mac(s._session, b"c", (0).to_bytes(8, "big"), body)
-
-
-async def connected(*, max_frame_bytes: int = DEFAULT_MAX_FRAME, version: int = VERSION
-                    ) -> tuple[Channel, Channel, trio.abc.Stream]:
-    """A client channel, its server channel, and the client's raw stream."""
-    a, b = trio.testing.memory_stream_pair()
-    out: dict[str, Channel] = {}
-    async with trio.open_nursery() as nursery:
-        async def server() -> None:
-            out["s"] = await accept_channel(b, KEY, max_frame_bytes=max_frame_bytes)
-        nursery.start_soon(server)
-        out["c"] = await connect_channel(a, KEY, "n1", version=version)
-    return out["c"], out["s"], a
 
 
 @pytest.mark.parametrize("body, payload", [(10**9, 0), (10, 1020)], ids=["body", "payload"])

@@ -13,6 +13,23 @@ from node.net.router import StreamRouter
 from node.rpc.peers import CallFailed, CallNotSent, CallRefused, PeerNet, Refused
 
 ADDRESS = {"a": "10.0.0.1:7946", "b": "10.0.0.2:7946"}
+KEY = b"k" * 20
+
+
+async def _started(net: MemoryNetwork, nursery: trio.Nursery, *,
+                   keys: dict[str, tuple[bytes, tuple[bytes, ...]]] | None = None,
+                   address: dict[str, str] = ADDRESS,
+                   version_of: dict[str, int] | None = None) -> dict[str, PeerNet]:
+    """A running PeerNet, serving its router, for each node of ``keys`` (name -> cluster
+    key, accepted keys); by default a and b with one key."""
+    nets = {}
+    for name, (key, accepted) in (keys or {"a": (KEY, ()), "b": (KEY, ())}).items():
+        transport = net.transport(address[name])
+        nets[name] = PeerNet(name, transport, key, address.get, accepted_keys=accepted,
+                             version_of=None if version_of is None else version_of.__getitem__)
+        await nursery.start(nets[name].run)
+        await nursery.start(StreamRouter(transport).run, nets[name].serve)
+    return nets
 
 
 async def test_messages_calls_errors_and_an_unreachable_peer(
@@ -30,12 +47,7 @@ async def test_messages_calls_errors_and_an_unreachable_peer(
         raise Refused("not today")
 
     async with trio.open_nursery() as nursery:
-        nets = {}
-        for name, key in (("a", b"k" * 20), ("b", b"k" * 20)):
-            transport = net.transport(ADDRESS[name])
-            peers = nets[name] = PeerNet(name, transport, key, ADDRESS.get)
-            await nursery.start(peers.run)
-            await nursery.start(StreamRouter(transport).run, peers.serve)
+        nets = await _started(net, nursery)
         nets["b"].on_message("t", lambda peer, body: got.append((peer, body)))
         nets["b"].on_call("echo", echo)
         nets["b"].on_call("broken", broken)
@@ -65,12 +77,9 @@ async def test_a_peer_with_another_key_gets_nothing_through(
     net = MemoryNetwork(random.Random(3))
     got: list[bytes] = []
     async with trio.open_nursery() as nursery:
-        ta, tb = net.transport(ADDRESS["a"]), net.transport(ADDRESS["b"])
-        a = PeerNet("a", ta, b"wrong-key-0123456789", ADDRESS.get)
-        b = PeerNet("b", tb, b"right-key-0123456789", ADDRESS.get)
-        for peers, transport in ((a, ta), (b, tb)):
-            await nursery.start(peers.run)
-            await nursery.start(StreamRouter(transport).run, peers.serve)
+        nets = await _started(net, nursery, keys={"a": (b"wrong-key-0123456789", ()),
+                                                  "b": (b"right-key-0123456789", ())})
+        a, b = nets["a"], nets["b"]
         b.on_message("t", lambda peer, body: got.append(body))
         a.send("b", "t", b"sneaky")
         await trio.sleep(5)
@@ -91,12 +100,7 @@ async def test_calls_fail_as_soon_as_their_connection_breaks_not_at_their_deadli
         raise AssertionError("unreachable")
 
     async with trio.open_nursery() as nursery:
-        nets = {}
-        for name in ("a", "b"):
-            transport = net.transport(ADDRESS[name])
-            nets[name] = PeerNet(name, transport, b"k" * 20, ADDRESS.get)
-            await nursery.start(nets[name].run)
-            await nursery.start(StreamRouter(transport).run, nets[name].serve)
+        nets = await _started(net, nursery)
         nets["b"].on_call("hangs", hangs)
         outcome: list[BaseException] = []
 
@@ -135,14 +139,9 @@ async def test_calls_cross_a_key_rotation_both_ways(
         return peer.encode() + b":" + body
 
     async with trio.open_nursery() as nursery:
-        nets = {}
-        for name, (key, accepted) in keys.items():
-            transport = net.transport(address[name])
-            peers = nets[name] = PeerNet(name, transport, key, address.get,
-                                         accepted_keys=accepted)
+        nets = await _started(net, nursery, keys=keys, address=address)
+        for peers in nets.values():
             peers.on_call("echo", echo)
-            await nursery.start(peers.run)
-            await nursery.start(StreamRouter(transport).run, peers.serve)
         assert await nets["a"].call("b", "echo", b"1", timeout_s=1) == b"a:1"
         assert await nets["b"].call("a", "echo", b"2", timeout_s=1) == b"b:2"
         with pytest.raises(CallFailed):
@@ -153,18 +152,6 @@ async def test_calls_cross_a_key_rotation_both_ways(
 
 
 # -- payloads outside the MAC, and channel versions ---------------------------------------
-
-async def _pair(net: MemoryNetwork, nursery: trio.Nursery,
-                version_of: dict[str, int] | None = None) -> dict[str, PeerNet]:
-    nets = {}
-    for name in ("a", "b"):
-        transport = net.transport(ADDRESS[name])
-        nets[name] = PeerNet(name, transport, b"k" * 20, ADDRESS.get,
-                             version_of=None if version_of is None else version_of.__getitem__)
-        await nursery.start(nets[name].run)
-        await nursery.start(StreamRouter(transport).run, nets[name].serve)
-    return nets
-
 
 async def test_payloads_go_only_where_they_are_checked(
         autojump_clock: trio.testing.MockClock) -> None:
@@ -180,7 +167,7 @@ async def test_payloads_go_only_where_they_are_checked(
         return chunk
 
     async with trio.open_nursery() as nursery:
-        nets = await _pair(net, nursery)
+        nets = await _started(net, nursery)
         nets["b"].on_call("store", store, raw=True, checks_payload=True)
         nets["b"].on_call("fetch", fetch, answers_payload=True)
         assert await nets["a"].call("b", "store", b"head", payload=chunk, timeout_s=5) == b"ok"
@@ -201,7 +188,7 @@ async def test_a_payload_for_a_handler_that_does_not_check_it_ends_the_channel(
         return body
 
     async with trio.open_nursery() as nursery:
-        nets = await _pair(net, nursery)
+        nets = await _started(net, nursery)
         nets["b"].on_call("echo", echo)
         with pytest.raises(CallFailed):
             await nets["a"].call("b", "echo", b"head", payload=b"unchecked", timeout_s=5)
@@ -232,7 +219,7 @@ async def test_channels_use_the_version_the_peer_announces(
         return bytes(body[4:])
 
     async with trio.open_nursery() as nursery:
-        nets = await _pair(net, nursery, versions)
+        nets = await _started(net, nursery, version_of=versions)
         nets["b"].on_call("store", store, raw=True, checks_payload=True)
         assert await nets["a"].call("b", "store", b"head", payload=b"data",
                                     timeout_s=5) == b"data"
@@ -277,7 +264,7 @@ async def test_a_replaced_channel_closes_when_its_last_call_is_given_up(
         raise AssertionError("unreachable")
 
     async with trio.open_nursery() as nursery:
-        nets = await _pair(net, nursery, versions)
+        nets = await _started(net, nursery, version_of=versions)
         nets["b"].on_call("hangs", hangs)
 
         async def echo(peer: str, body: bytes) -> bytes:
