@@ -72,6 +72,21 @@ def _checked(digest: bytes) -> bytes:
     return digest
 
 
+def _forget_cached(fd: int) -> None:
+    """Tell the kernel a chunk just made durable (or checked) need not stay in memory.
+
+    Every byte a PUT stores lands on R nodes, and only a read wants it back in
+    memory: kept, the copies fill the page cache with write-once data and push out
+    what readers use (OpenStack Swift drops its object writes from the cache for the
+    same reason). Growing the page cache is also the dearest part of a write on a VM
+    that hands free memory back to its host: writing 1 MiB files with fsync took
+    2.4 ms of kernel CPU per MiB kept, 0.25 ms dropped, on the benchmark machine.
+    Reads still go through the cache, so chunks that are read stay warm.
+    """
+    if hasattr(os, "posix_fadvise"):  # Linux; elsewhere the kernel decides alone
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def _stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return os.stat(path)
@@ -185,9 +200,11 @@ class ChunkStore:
         return data
 
     async def verify(self, digest: bytes) -> bool:
-        """For the scrubber: False (and quarantined) if the copy on disk is corrupt."""
+        """For the scrubber: False (and quarantined) if the copy on disk is corrupt. A
+        check is no reason to cache the chunk: a scrub pass would push every chunk
+        through memory and the readers' chunks out of it."""
         path = self.path_for(digest)
-        return await self._run(self._read_verified, path, digest) is not None
+        return await self._run(self._read_verified, path, digest, False) is not None
 
     async def has(self, digest: bytes) -> bool:
         return await self._run(os.path.isfile, self.path_for(digest))
@@ -266,6 +283,7 @@ class ChunkStore:
                     pos += written
             if self._fsync:
                 os.fsync(fd)
+                _forget_cached(fd)
             return os.fstat(fd)
         finally:
             os.close(fd)
@@ -301,7 +319,7 @@ class ChunkStore:
                 self.count -= 1
                 self.bytes -= st.st_size
 
-    def _read_verified(self, path: Path, digest: bytes) -> bytes | None:
+    def _read_verified(self, path: Path, digest: bytes, cache: bool = True) -> bytes | None:
         """The verified bytes, or None after quarantining a corrupt copy."""
         try:
             f = open(path, "rb", buffering=0)
@@ -310,6 +328,8 @@ class ChunkStore:
         with f:
             st = os.fstat(f.fileno())
             data = _read_exactly(f, st.st_size)
+            if not cache:
+                _forget_cached(f.fileno())
         if hashlib.sha256(data).digest() == digest:
             return data
         self._quarantine(path, (st.st_dev, st.st_ino))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import array
+import ctypes
 import errno
+import mmap
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,48 @@ async def test_put_accepts_bytearray_memoryview_and_empty(tmp_path: Path) -> Non
         await store.put(digest, data)
         assert await store.get(digest) == bytes(data)
     assert (store.count, store.bytes) == (4, 7 + words.itemsize * 3)
+
+
+def resident_pages(path: Path) -> tuple[int, int]:
+    """(pages of the file in the page cache, pages in all), asked of the kernel by mincore."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vector = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        try:
+            if libc.mincore(address, size, vector) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return sum(byte & 1 for byte in vector), pages
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="posix_fadvise and mincore are Linux's")
+async def test_a_durable_or_checked_chunk_leaves_the_page_cache_and_a_read_keeps_it(
+        tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    data = os.urandom(1 << 20)
+    digest = await put(store, data)
+    cached, pages = resident_pages(store.path_for(digest))
+    assert cached <= pages // 10, f"{cached} of {pages} pages still cached after the put"
+    assert await store.get(digest) == data
+    cached, pages = resident_pages(store.path_for(digest))
+    assert cached == pages  # reads are cached: a chunk that is read stays warm
+    assert await store.verify(digest)
+    cached, _ = resident_pages(store.path_for(digest))
+    assert cached <= pages // 10, "a scrubber's check kept the chunk cached"
 
 
 async def test_reput_does_not_double_count(tmp_path: Path) -> None:
