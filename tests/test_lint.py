@@ -22,7 +22,7 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_is_clean_on_node() -> None:
+def test_mypy_is_clean() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy", "--config-file",
                              str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-web = pytest.importorskip("aiohttp.web", reason="blobstore-bench needs the bench extra")
+if TYPE_CHECKING:  # the module, for its types; at run time it is an optional extra
+    from aiohttp import web
+else:
+    web = pytest.importorskip("aiohttp.web", reason="blobstore-bench needs the bench extra")
 
 from benchmarks.bench import session as session_module
 from benchmarks.bench.bodies import Bodies, Check

@@ -257,6 +257,9 @@ async def test_stream_echo_of_a_large_payload_with_half_close(net: Net) -> None:
     payload = random.Random(1).randbytes(MiB)
     async with net.open(2) as (a, b):
         client, server = await connected_pair(a, b)
+        # What needs_tcp_like stands for: both drivers' streams can half-close.
+        assert isinstance(client, trio.abc.HalfCloseableStream)
+        assert isinstance(server, trio.abc.HalfCloseableStream)
         echoed = b""
 
         async def echo() -> None:
@@ -447,6 +450,7 @@ async def test_udp_tcp_over_ipv6() -> None:
             sender, data = await b.receive_packet()
         assert (sender, data) == (a.address, b"ping6")
         client, server = await connected_pair(b, a)
+        assert isinstance(client, trio.abc.HalfCloseableStream)  # a TCP stream
         await client.send_all(b"over tcp")
         await client.send_eof()
         assert await receive_all(server) == b"over tcp"

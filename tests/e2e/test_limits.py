@@ -119,7 +119,9 @@ def test_a_closed_connection_ends_at_once(start_node: StartNode) -> None:
 def open_connections(node: NodeProcess) -> float:
     """The node's own count, read over a connection that is the only one left open."""
     metrics = httpx.get(f"{node.url}/metrics", timeout=5.0).text
-    return float(re.search(r"^blobstore_http_connections_open (\S+)$", metrics, re.M)[1])
+    found = re.search(r"^blobstore_http_connections_open (\S+)$", metrics, re.M)
+    assert found is not None, metrics
+    return float(found[1])
 
 
 def test_an_idle_keep_alive_connection_and_a_trickled_head_are_closed(

@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,7 +138,7 @@ def test_a_crashed_node_is_declared_dead_by_every_member_within_the_bound(sim: S
             crashed_at = trio.current_time()
             cluster.crash(victim)
             dead_s = await cluster.wait_until(
-                lambda v=victim: everyone_sees(cluster, v, DEAD), bound_s, poll_s=0.1)
+                partial(everyone_sees, cluster, victim, DEAD), bound_s, poll_s=0.1)
             suspected = [t.at_s - crashed_at for t in cluster.transitions
                          if t.member == cluster.node_id(victim) and t.at_s >= crashed_at]
             found.append((victim, min(suspected, default=None), dead_s))
@@ -450,7 +451,7 @@ def test_messages_and_bytes_per_node_per_period_stay_flat_as_the_cluster_grows(
         return Cost(n, settled_s, delta["datagrams_sent"] / per,
                     delta["datagram_bytes_sent"] / per, streamed / max(1, delta["push_pulls"]))
 
-    costs = [sim.run(lambda cluster, n=n: measure(n, cluster)) for n in sizes]
+    costs = [sim.run(partial(measure, n)) for n in sizes]
     # Push-pulls (anti-entropy: a full state each way) are shown apart: each node starts
     # one every push_pull_interval(N), so their cost per node grows as N / log N by design.
     print(f"\n[seed {sim.seed}] per node per protocol period, over {window_s:.0f} s once the "

@@ -32,6 +32,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 
@@ -677,7 +678,7 @@ def replaced_disks(w: World) -> None:
                 sim.wipe(victim)
             else:
                 sim.crash(victim)
-            sim.schedule(sim.now + rng.uniform(0.05, 2.0), lambda v=victim: sim.restart(v))
+            sim.schedule(sim.now + rng.uniform(0.05, 2.0), partial(sim.restart, victim))
             w.figures.extra["disks replaced" if kind == "wipe" else "plain crashes"] += 1
         elif kind == "partition":
             random_partition(w)
@@ -728,7 +729,7 @@ def transfers(w: World, faulty: bool) -> list[tuple[bool, float]]:
         started = sim.now
         if faulty and rng.random() < 0.2:
             sim.crash(chosen)
-            sim.schedule(sim.now + rng.uniform(0.1, 1.0), lambda c=chosen: sim.restart(c))
+            sim.schedule(sim.now + rng.uniform(0.1, 1.0), partial(sim.restart, chosen))
             w.figures.extra["target crashed"] += 1
 
         def done(chosen: str = chosen) -> bool:

@@ -16,9 +16,10 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 import pytest
 
@@ -66,7 +67,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(*args: str, input: bytes | None = None, stdin: object = None,
+def run(*args: str, input: bytes | None = None, stdin: IO[bytes] | None = None,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """blobctl as its own process (real stdin and stdout)."""
     return subprocess.run([sys.executable, "-m", "tools.blobctl.cli", *args], input=input,
@@ -99,7 +100,8 @@ class Blobctl:
                        stdin=password + "\n")
 
 
-Factory = Callable[[str], Blobctl]
+class Factory(Protocol):
+    def __call__(self, username: str, password: str = ...) -> Blobctl: ...
 
 
 @pytest.fixture
@@ -255,9 +257,12 @@ def test_ls_with_prefix_delimiter_long_and_pages(admin: Blobctl) -> None:
     assert "pics/cat.jpg" in long.out and "image/jpeg" in long.out
     assert "12 B" in long.out and "etag" in long.out
     page = admin.ok("ls", container, "--limit", "2", "--json")
-    assert [b["blob"] for b in page.json()["blobs"]] == ["a.txt", "docs/deep/three.md"]
+    first = page.json()
+    assert isinstance(first, dict)
+    assert [b["blob"] for b in first["blobs"]] == ["a.txt", "docs/deep/three.md"]
     assert "--all" in page.err
     every = admin.ok("ls", container, "--limit", "2", "--all", "--json").json()
+    assert isinstance(every, dict)
     assert [b["blob"] for b in every["blobs"]] == sorted(names)
     assert every["next_marker"] is None
     admin.ok("rm", f"{container}/a.txt", f"{container}/pics/cat.jpg")
@@ -274,6 +279,7 @@ def test_recursive_upload_and_download(admin: Blobctl, tmp_path: Path) -> None:
         (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "src" / name).write_bytes(data)
     up = admin.ok("put", "-r", "src", f"{container}/backup", "--json").json()
+    assert isinstance(up, dict)
     assert up["count"] == len(files)
     assert sorted(b["blob"] for b in up["uploaded"]) == sorted(f"backup/{n}" for n in files)
     admin.ok("get", "-r", f"{container}/backup", "restored")
@@ -304,6 +310,7 @@ def test_containers(admin: Blobctl) -> None:
     assert_error(admin("container", "create", "Bad_Name!"), ExitCode.BAD_REQUEST,
                  "InvalidName")
     listed = admin.ok("container", "ls", "--json").json()
+    assert isinstance(listed, dict)
     mine = [c for c in listed["containers"] if c["container"] == name]
     assert mine and mine[0]["owner"] == "admin" and mine[0]["blob_count"] == 0
     assert name in admin.ok("ls").out  # ls with no argument lists containers
@@ -322,10 +329,13 @@ def test_users_and_grants(admin: Blobctl, as_user: Factory) -> None:
     user = f"u{secrets.token_hex(3)}"
     added = admin.ok("user", "add", user, "--password-stdin", "--json",
                      stdin="first-password\n").json()
+    assert isinstance(added, dict)
     assert added["username"] == user and added["role"] == "user"
     assert_error(admin("user", "add", user, "--password-stdin", stdin="first-password\n"),
                  ExitCode.CONFLICT, "UserExists")
-    assert user in [u["username"] for u in admin.ok("user", "ls", "--json").json()["users"]]
+    users = admin.ok("user", "ls", "--json").json()
+    assert isinstance(users, dict)
+    assert user in [u["username"] for u in users["users"]]
     them = as_user(user, "first-password")
     assert_error(them("get", f"{container}/doc.txt", "-"), ExitCode.FORBIDDEN,
                  "Forbidden")
@@ -361,6 +371,7 @@ def test_unreachable_node_and_health(admin: Blobctl, node: NodeProcess) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     assert_error(admin("health", "--url", url), ExitCode.UNAVAILABLE, f"cannot reach {url}: ")
     health = admin.ok("health", "--json").json()
+    assert isinstance(health, dict)
     assert health["status"] == "ok" and health["node_id"] == "n1"
     assert "coordinator" in admin.ok("health").out
     assert run("--version").stdout.startswith(b"blobctl ")

@@ -43,7 +43,7 @@ async def put(h: NodeHandle, headers: dict[str, str], container: str, blob: str,
 async def get(h: NodeHandle, headers: dict[str, str], container: str, blob: str
               ) -> tuple[int, bytes]:
     answer = await h.client.get(f"/get_data?{blob_query(container, blob)}", headers=headers)
-    return answer.status_code, await answer.get_data()
+    return answer.status_code, await answer.get_data(as_text=False)
 
 
 async def populate(h: NodeHandle) -> tuple[dict[str, str], str]:

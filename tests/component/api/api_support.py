@@ -37,7 +37,8 @@ def parse_rfc3339(text: Any) -> datetime:
     """The moment of an RFC 3339 UTC timestamp; fails the test if it is not one."""
     assert isinstance(text, str) and RFC3339_UTC.match(text), f"not RFC 3339 UTC: {text!r}"
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    assert moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0
+    offset = moment.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     return moment
 
 
@@ -128,7 +129,7 @@ async def get_body(node: NodeHandle, headers: dict[str, str], container: str,
                    blob: str) -> bytes:
     r = await node.client.get(blob_url(container, blob), headers=headers)
     assert r.status_code == 200, await r.get_data()
-    return await r.get_data()
+    return await r.get_data(as_text=False)
 
 
 async def grant(node: NodeHandle, headers: dict[str, str], container: str, username: str,

@@ -228,7 +228,7 @@ PROTECTED = [
 async def test_every_protected_endpoint_needs_a_token(node: NodeHandle) -> None:
     problems = Problems()
     for method, path, body in PROTECTED:
-        kwargs = {} if body is None else {"json": body}
+        kwargs: dict[str, Any] = {} if body is None else {"json": body}
         r = await node.client.open(path, method=method, **kwargs)
         await problems.expect_error(f"{method} {path}", r, 401,
                                     None if method == "HEAD" else "Unauthorized")

@@ -52,7 +52,7 @@ async def test_metrics_is_prometheus_text_without_auth(node: NodeHandle) -> None
     r = await node.client.get("/metrics")
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain")
-    text = (await r.get_data()).decode()
+    text = (await r.get_data(as_text=False)).decode()
     assert "# TYPE blobstore_http_requests_total counter" in text
     for line in text.splitlines():
         assert line.startswith("#") or re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? \S+$",
@@ -64,7 +64,7 @@ async def test_metrics_count_requests_by_route_method_and_status(node: NodeHandl
     for _ in range(3):
         await node.client.get("/list_containers", headers=admin)
     await node.client.get("/list_containers")
-    text = (await (await node.client.get("/metrics")).get_data()).decode()
+    text = (await (await node.client.get("/metrics")).get_data(as_text=False)).decode()
     samples = metric_lines(text, "blobstore_http_requests_total")
     by_status = {labels.get("status"): value for labels, value in samples
                  if "list_containers" in labels.get("route", "")
@@ -76,7 +76,7 @@ async def test_metrics_include_latency_and_body_bytes(node: NodeHandle, admin: H
                                                       box: str) -> None:
     await put(node, admin, box, "b", b"x" * 1000)
     await node.client.get("/get_data?container=box&blob=b", headers=admin)
-    text = (await (await node.client.get("/metrics")).get_data()).decode()
+    text = (await (await node.client.get("/metrics")).get_data(as_text=False)).decode()
     assert metric_lines(text, "blobstore_http_request_duration_seconds_count")
     [(_, received)] = metric_lines(text, "blobstore_http_body_bytes_received_total")
     [(_, sent)] = metric_lines(text, "blobstore_http_body_bytes_sent_total")
@@ -85,13 +85,13 @@ async def test_metrics_include_latency_and_body_bytes(node: NodeHandle, admin: H
 
 async def test_metrics_count_failed_logins(node: NodeHandle) -> None:
     await node.client.post("/auth", json={"username": "admin", "password": "wrong-password"})
-    text = (await (await node.client.get("/metrics")).get_data()).decode()
+    text = (await (await node.client.get("/metrics")).get_data(as_text=False)).decode()
     [(_, failures)] = metric_lines(text, "blobstore_login_failures_total")
     assert failures == 1.0
 
 
 async def test_metrics_never_show_secrets(node: NodeHandle, admin: Headers) -> None:
-    text = (await (await node.client.get("/metrics")).get_data()).decode()
+    text = (await (await node.client.get("/metrics")).get_data(as_text=False)).decode()
     token = admin["Authorization"].split()[1]
     assert "admin-password" not in text
     assert token not in text
@@ -149,6 +149,7 @@ async def test_cluster_advertises_the_http_address_the_node_listens_on(
 
 
 async def test_cluster_never_shows_secrets(node: NodeHandle, admin: Headers) -> None:
-    text = (await (await node.client.get("/cluster", headers=admin)).get_data()).decode()
+    answer = await node.client.get("/cluster", headers=admin)
+    text = (await answer.get_data(as_text=False)).decode()
     assert "test-cluster-key" not in text
     assert "admin-password" not in text

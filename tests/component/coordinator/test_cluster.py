@@ -10,6 +10,7 @@ back a voter whose disk was replaced.
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,11 @@ async def three(c: Cluster, **overrides: Any) -> None:
     await c.start("n1", bootstrap_expect=3, join=join, **overrides)
     assert first is c.nodes["n2"]
     for h in c.live():
-        await eventually(f"{h.node.config.node_id} in the cluster",
-                         lambda h=h: bool(leader_of(h)) and h.services.state.signing_key)
+        await eventually(f"{h.node.config.node_id} in the cluster", partial(in_cluster, h))
+
+
+def in_cluster(h: NodeHandle) -> bool:
+    return bool(leader_of(h)) and bool(h.services.state.signing_key)
 
 
 async def three_with_containers(c: Cluster) -> tuple[NodeHandle, dict[str, str]]:
@@ -161,7 +165,7 @@ async def test_new_nodes_join_as_learners_promoted_up_to_five_and_replace_dead_v
         headers = await leader.admin_headers()
         assert await create(leader, headers, "everywhere") == 201
         for h in c.live():
-            await eventually("bootstrapped and caught up", lambda h=h: healthy_now(h))
+            await eventually("bootstrapped and caught up", partial(healthy_now, h))
             assert "everywhere" in await names(h, headers)
         # A voter dies: once gossip has called it dead for voter_replace_s, the learner
         # takes its place and the voter set is back to five live nodes.
@@ -218,6 +222,7 @@ async def test_logs_are_compacted_and_new_or_lagging_nodes_catch_up_from_snapsho
         for i in range(60):
             assert await create(leader, headers, f"c{i:03d}") == 201
         raft = leader.node.coordinator.driver.raft  # type: ignore[union-attr]
+        assert raft is not None
         assert raft.log.snapshot.index >= 40, raft.log.snapshot
         assert len(list((tmp_path / leader.node.config.node_id / "snapshots").glob(
             "snapshot-*.sqlite3"))) == 1
@@ -230,11 +235,14 @@ async def test_logs_are_compacted_and_new_or_lagging_nodes_catch_up_from_snapsho
         # ...and a new node, whose log is empty: both get the snapshot, then the rest.
         await c.start("n4", snapshot_every=20)
         back = await c.start(lagging, snapshot_every=20, bootstrap_expect=3)
+
+        def caught_up(h: NodeHandle) -> bool:
+            return healthy_now(h) and set(h.services.state.view.containers) >= expected
+
         for h in (c.nodes["n4"], back):
-            await eventually(f"{h.node.config.node_id} caught up", lambda h=h: (
-                healthy_now(h) and set(h.services.state.view.containers) >= expected), 30.0)
+            await eventually(f"{h.node.config.node_id} caught up", partial(caught_up, h), 30.0)
             assert await names(h, headers) == expected
-        metrics = (await (await leader.client.get("/metrics")).get_data()).decode()
+        metrics = (await (await leader.client.get("/metrics")).get_data(as_text=False)).decode()
         size = [line for line in metrics.splitlines()
                 if line.startswith("blobstore_raft_snapshot_bytes ")]
         assert size and float(size[0].split()[1]) > 0, size
@@ -262,13 +270,14 @@ async def test_bootstrap_happens_once_when_nodes_restart_while_the_cluster_forms
             c.crash("n1")
             await c.start("n1", bootstrap_expect=3)
         for h in c.live():
-            await eventually("caught up", lambda h=h: healthy_now(h))
+            await eventually("caught up", partial(healthy_now, h))
         leader = await c.leader()
         assert status(leader).voters == ("n1", "n2", "n3")
         assert len({h.services.state.cluster_id for h in c.live()}) == 1
         # Exactly one membership entry made the first voter set, on every node.
         for h in c.live():
             raft = h.node.coordinator.driver.raft  # type: ignore[union-attr]
+            assert raft is not None
             first = [e for e in raft.log.entries if e.index == 1]
             assert first and first[0].kind.name == "MEMBERSHIP"
             assert raft.log.entries[0].index == 1
@@ -311,6 +320,7 @@ async def test_a_metadata_database_older_than_the_raft_snapshot_is_restored_from
         for i in range(40):
             assert await create(node, headers, f"late-{i:02d}") == 201
         raft = node.node.coordinator.driver.raft  # type: ignore[union-attr]
+        assert raft is not None
         assert raft.log.snapshot.index >= 40, raft.log.snapshot
     for suffix in ("", "-wal", "-shm"):
         (data / f"meta.sqlite3{suffix}").unlink(missing_ok=True)

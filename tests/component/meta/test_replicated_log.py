@@ -95,8 +95,9 @@ async def test_writes_from_any_node_and_unavailable_without_quorum(tmp_path: Pat
         with pytest.raises(Unavailable):
             await logs[follower].read_barrier()
         assert trio.current_time() - started < 6.0
-        assert logs[follower].driver is not None and logs[follower].driver.raft is not None
-        assert logs[follower].driver.raft.role is not Role.LEADER
+        driver = logs[follower].driver
+        assert driver is not None and driver.raft is not None
+        assert driver.raft.role is not Role.LEADER
         nursery.cancel_scope.cancel()
 
 

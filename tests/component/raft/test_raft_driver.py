@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trio
@@ -163,7 +165,7 @@ async def test_a_member_whose_disk_fills_up_stalls_and_then_catches_up(tmp_path:
         assert victim.db is not None
         tries = 0
 
-        async def full(fn: object) -> None:
+        async def full(fn: Callable[[sqlite3.Connection], object]) -> NoReturn:
             nonlocal tries
             tries += 1
             raise sqlite3.OperationalError("database or disk is full")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Collection
 
 import pytest
 import trio
@@ -62,7 +63,8 @@ def test_chunk_span_reassembles_every_range() -> None:
 
 
 class Reader:
-    def __init__(self, store: dict[bytes, bytes], missing: set[bytes] = frozenset()) -> None:
+    def __init__(self, store: dict[bytes, bytes],
+                 missing: Collection[bytes] = frozenset()) -> None:
         self.store = store
         self.missing = missing
         self.reads: list[bytes] = []

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import pytest
@@ -24,7 +24,7 @@ ALIVE, SUSPECT, DEAD, LEFT = (MemberState.ALIVE, MemberState.SUSPECT, MemberStat
 
 
 def member(node_id: str, state: MemberState = ALIVE, *, raft: bool = True,
-           tags: MappingProxyType[str, str] | None = None) -> Member:
+           tags: Mapping[str, str] | None = None) -> Member:
     if tags is None:
         tags = RAFT if raft else NO_TAGS
     return Member(node_id, f"{node_id}:8080", f"{node_id}:7946", state=state, tags=tags)

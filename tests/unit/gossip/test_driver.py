@@ -226,8 +226,13 @@ async def test_bad_datagrams_are_dropped_counted_and_harmless(
 
         # A datagram from n2, captured on the wire, then replayed.
         captured: list[bytes] = []
-        c.net.route_hook = lambda src, dst, data: (
-            captured.append(data) if (src, dst) == (addr(2), addr(1)) else None) or True
+
+        def capture(src: str, dst: str, data: bytes) -> bool:
+            if (src, dst) == (addr(2), addr(1)):
+                captured.append(data)
+            return True  # delivered all the same
+
+        c.net.route_hook = capture
         await wait_until(lambda: bool(captured))
         c.net.route_hook = None
         await trio.sleep(0.1)

@@ -159,8 +159,11 @@ def test_messages_outside_the_limits_do_not_encode(bad: object) -> None:
     MemberMeta("n1", "a" * 301, "b"), MemberMeta("n1", "a", "b", zone="z" * 65),
     MemberMeta("n1", "a", "b", tags={f"k{i}": "v" for i in range(17)}),
     MemberMeta("n1", "a", "b", tags={"": "v"}), MemberMeta("n1", "a", "b", tags={"k" * 65: "v"}),
-    MemberMeta("n1", "a", "b", tags={"k": "v" * 257}), MemberMeta("n1", "a", "b", tags={1: "v"}),
-    MemberMeta("n1", "a", "b", tags={"k": 1}), MemberMeta("n1", "a", "b", tags=["k"]),
+    MemberMeta("n1", "a", "b", tags={"k": "v" * 257}),
+    # Tags of the wrong types on purpose: the encoder must refuse them, not the type checker.
+    MemberMeta("n1", "a", "b", tags={1: "v"}),  # type: ignore[dict-item]
+    MemberMeta("n1", "a", "b", tags={"k": 1}),  # type: ignore[dict-item]
+    MemberMeta("n1", "a", "b", tags=["k"]),  # type: ignore[arg-type]
 ])
 def test_metas_outside_the_limits_do_not_encode(meta: MemberMeta) -> None:
     with pytest.raises(Malformed):

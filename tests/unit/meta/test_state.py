@@ -585,8 +585,9 @@ async def test_reapplying_an_old_index_raises(ready: Meta, index: int) -> None:
 async def test_stale_entry_rolls_back_the_whole_batch(ready: Meta) -> None:
     before = await ready.dump()
     view_before = view_snapshot(ready.state)
-    entries = [(5, c.CreateUser(username="x", role="user", password_hash="h", now=T)),
-               (2, c.CreateUser(username="y", role="user", password_hash="h", now=T))]
+    entries: list[tuple[int, c.Command]] = [
+        (5, c.CreateUser(username="x", role="user", password_hash="h", now=T)),
+        (2, c.CreateUser(username="y", role="user", password_hash="h", now=T))]
     with pytest.raises(ValueError):
         await ready.db.write(lambda conn: ready.state.apply_batch(conn, entries))
     assert await ready.dump() == before
@@ -602,7 +603,8 @@ async def test_indexes_within_a_batch_must_increase(ready: Meta,
     """An index repeated or going backwards inside one batch is a re-application too:
     otherwise applied_index could move backwards and let an applied entry in again."""
     before = await ready.dump()
-    entries = [(index, c.Logout(username="alice", uid=2)) for index in indexes]
+    entries: list[tuple[int, c.Command]] = [
+        (index, c.Logout(username="alice", uid=2)) for index in indexes]
     with pytest.raises(ValueError):
         await ready.db.write(lambda conn: ready.state.apply_batch(conn, entries))
     assert await ready.dump() == before

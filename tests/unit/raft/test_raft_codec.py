@@ -53,10 +53,10 @@ def test_random_and_mutated_bytes_raise_only_codec_errors() -> None:
         if rng.random() < 0.3:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
         else:
-            data = bytearray(rng.choice(samples))
+            mutated = bytearray(rng.choice(samples))
             for _ in range(rng.randrange(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            data = bytes(data)
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            data = bytes(mutated)
         try:
             decode(data)
         except CodecError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable, Iterable
+from typing import TypeVar, cast
 
 import pytest
 
@@ -39,6 +40,7 @@ ONE_BY_ONE = RaftConfig(election_timeout_s=1.0, heartbeat_interval_s=0.1, max_ap
                         transfer_timeout_s=2.0)
 
 Hold = Callable[[Message], bool]
+M = TypeVar("M", bound=Message)
 
 
 def members(voters: Iterable[str], learners: Iterable[str] = ()) -> Membership:
@@ -258,8 +260,8 @@ class Cluster:
         self.nodes[node_id].compact(meta)
         return meta
 
-    def sent_of(self, kind: type, src: str | None = None, dest: str | None = None,
-                since: int = 0) -> list[Message]:
+    def sent_of(self, kind: type[M], src: str | None = None, dest: str | None = None,
+                since: int = 0) -> list[M]:
         return [m for m in self.sent[since:] if isinstance(m, kind) and
                 (src is None or m.source == src) and (dest is None or m.dest == dest)]
 
@@ -730,7 +732,8 @@ def test_proposals_and_reads_between_two_readies_share_one_request_per_follower(
     assert sorted(m.dest for m in requests) == ["b", "c"]
     assert all([e.index for e in m.entries] == [e.index for e in entries] for m in requests)
     c.deliver()
-    assert sorted(r.context for r in c.reads["a"]) == [f"r{i}" for i in range(5)]
+    # The contexts are the strings passed to read_index above.
+    assert sorted(cast(str, r.context) for r in c.reads["a"]) == [f"r{i}" for i in range(5)]
     assert all(r.index == committed for r in c.reads["a"])  # the writes were not committed
     c.run(2 * CONFIG.heartbeat_interval_s)  # followers learn the commit index
     assert c.applied_data("b")[-10:] == [f"w{i}".encode() for i in range(10)]

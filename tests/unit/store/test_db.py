@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -91,10 +92,14 @@ async def test_a_normal_sync_database_is_made_durable_on_demand(tmp_path: Path) 
     """NORMAL commits do not fsync; make_durable checkpoints the WAL into the database
     file (synced), so what was committed no longer depends on the WAL."""
     db = Database(tmp_path / "n.sqlite3", synchronous="NORMAL")
+
+    def insert(i: int, c: sqlite3.Connection) -> sqlite3.Cursor:
+        return c.execute("INSERT INTO t VALUES (?)", (i,))
+
     try:
         await db.write(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
         for i in range(50):
-            await db.write(lambda c, i=i: c.execute("INSERT INTO t VALUES (?)", (i,)))
+            await db.write(partial(insert, i))
         assert (tmp_path / "n.sqlite3-wal").stat().st_size > 0
         await db.make_durable()
         copy = tmp_path / "copy.sqlite3"
