@@ -191,10 +191,12 @@ class ChunkStore:
                 raise
             raise mapped from exc
 
-    async def get(self, digest: bytes) -> bytes:
-        """The chunk's bytes, verified; corrupt copies are quarantined, never returned."""
+    async def get(self, digest: bytes, *, cache: bool = True) -> bytes:
+        """The chunk's bytes, verified; corrupt copies are quarantined, never returned.
+        ``cache=False`` for a read no client waits on (a copy the healer sends): it
+        leaves the chunk out of the page cache, as a scrub check does."""
         path = self.path_for(digest)
-        data = await self._run(self._read_verified, path, digest)
+        data = await self._run(self._read_verified, path, digest, cache)
         if data is None:
             raise ChunkCorrupt(f"chunk {path.name} failed its hash check; quarantined")
         return data
@@ -319,7 +321,7 @@ class ChunkStore:
                 self.count -= 1
                 self.bytes -= st.st_size
 
-    def _read_verified(self, path: Path, digest: bytes, cache: bool = True) -> bytes | None:
+    def _read_verified(self, path: Path, digest: bytes, cache: bool) -> bytes | None:
         """The verified bytes, or None after quarantining a corrupt copy."""
         try:
             f = open(path, "rb", buffering=0)

@@ -185,7 +185,7 @@ class Healer:
     async def _send(self, node: str, digest: bytes) -> bool:
         self.in_flight += 1
         try:
-            data = await self.local.get(digest)
+            data = await self.local.get(digest, cache=False)  # a copy, not a client's read
             await send_chunk(self._peers, node, digest, NO_UPLOAD, data,
                              timeout_s=self._timeout_s)
         except (ChunkUnavailable, CallFailed) as exc:  # ours is bad, or they cannot take it
