@@ -188,8 +188,7 @@ async def test_unknown_endpoints_are_404_json(node: NodeHandle, admin: Headers) 
                          ("GET", "/get_data/extra"), ("GET", "/GET_DATA"),
                          ("DELETE", "/users/alice"), ("GET", "/list_blobs/"),
                          ("GET", "/%FF"), ("GET", "/.."), ("PUT", "/blobs/box/b")]:
-        # quart's TestClientProtocol.open lacks json's default (QuartClient.open has it)
-        r = await node.client.open(path, method=method, headers=admin)  # type: ignore[call-arg]
+        r = await node.client.open(path, method=method, headers=admin)
         await problems.expect_error(f"{method} {path}", r, 404)
     problems.assert_none()
 
@@ -207,9 +206,8 @@ async def test_wrong_methods_are_405_json(node: NodeHandle, admin: Headers) -> N
         ("POST", "/health"), ("DELETE", "/cluster"), ("POST", "/metrics"),
         ("OPTIONS", "/put_data"), ("TRACE", "/get_data"),
     ]:
-        # quart's TestClientProtocol.open lacks json's default (QuartClient.open has it)
-        r = await node.client.open(  # type: ignore[call-arg]
-            f"{path}?container=box&blob=b", method=method, headers=admin)
+        r = await node.client.open(f"{path}?container=box&blob=b", method=method,
+                                   headers=admin)
         await problems.expect_error(f"{method} {path}", r, 405)
     problems.assert_none()
 
@@ -227,9 +225,7 @@ async def test_wrong_methods_are_405_with_the_allowed_methods(node: NodeHandle,
     for path, allowed in {"/users": "DELETE, GET, HEAD, POST", "/get_data": "GET, HEAD",
                           "/put_data": "POST", "/auth": "POST"}.items():
         for method in ("PATCH", "OPTIONS", "HEAD" if "HEAD" not in allowed else "PUT"):
-            # quart's TestClientProtocol.open lacks json's default (QuartClient.open has it)
-            r = await node.client.open(  # type: ignore[call-arg]
-                path, method=method, headers=admin)
+            r = await node.client.open(path, method=method, headers=admin)
             problems.check(f"{method} {path}",
                            (r.status_code, r.headers.get("Allow")) == (405, allowed),
                            f"{r.status_code} Allow: {r.headers.get('Allow')}")

@@ -612,9 +612,7 @@ async def _blob_request(node: NodeHandle, headers: Headers, method: str, query: 
         return await node.client.post(f"/put_data?{query}", data=b"data",
                                       headers={**headers, "Content-Length": "4"})
     path = "/delete_data" if method == "DELETE" else "/get_data"
-    # quart's TestClientProtocol.open lacks json's default (QuartClient.open has it)
-    return await node.client.open(  # type: ignore[call-arg]
-        f"{path}?{query}", method=method, headers=headers)
+    return await node.client.open(f"{path}?{query}", method=method, headers=headers)
 
 
 @pytest.mark.parametrize("method", ["PUT", "GET", "HEAD", "DELETE"])

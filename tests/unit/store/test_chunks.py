@@ -100,14 +100,15 @@ async def test_only_client_reads_keep_a_chunk_in_the_page_cache(tmp_path: Path) 
     data = os.urandom(1 << 20)
     digest = await put(store, data)
     path = store.path_for(digest)
-    few = resident_pages(path)[1] // 10
+    pages = resident_pages(path)[1]
+    few = pages // 10
 
     def cached() -> int:
         return resident_pages(path)[0]
 
     assert cached() <= few, f"{cached()} pages still cached after the put"
     assert await store.get(digest) == data
-    assert cached() == resident_pages(path)[1]  # a client's read: the chunk stays warm
+    assert cached() == pages  # a client's read: the chunk stays warm
     assert await store.get(digest, cache=False) == data
     assert cached() <= few, "a read for the healer kept the chunk cached"
     assert await store.get(digest) == data and cached() > few
